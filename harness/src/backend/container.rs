@@ -1,0 +1,1 @@
+//! Container backend: runs brokers in docker containers built from `templates/images/`.

@@ -1,0 +1,1 @@
+//! Process backend: runs real broker binaries (qpidd, qdrouterd, rabbitmq-server, artemis) as local processes.

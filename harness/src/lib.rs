@@ -1,0 +1,10 @@
+//! amqp1-rig harness: runs oslo.messaging AMQP 1.0 scenarios (YAML) against embedded, local-process and
+//! containerised brokers, records deterministic transcripts and checks them with insta snapshots.
+//!
+//! Data flow: [`scenario`] parses and validates a file (errors carry `file:line:column`), [`backend`] starts
+//! the broker(s) the scenario names, [`runner`] executes the steps and records a [`transcript`], which
+//! [`snapshot`] compares with `scenarios/snapshots/<name>.snap`; [`report`] renders the outcome.
+
+pub mod backend;
+pub mod exit_code;
+pub mod templates;
