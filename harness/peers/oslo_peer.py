@@ -1,0 +1,898 @@
+#!/usr/bin/env python3
+"""amqp1-rig Python peer: the real oslo.messaging 14.9.3 AMQP 1.0 driver, driven by the harness.
+
+The harness starts this program with the interpreter of the pinned venv (harness/peers/setup.sh) and talks to
+it over a line-based JSON control channel. One peer process hosts any number of named *services*: RPC servers,
+RPC clients, notifiers and notification listeners. Each service has its own oslo transport (its own AMQP
+connection), as separate OpenStack processes would.
+
+Control channel
+===============
+
+* stdin: one JSON object per line (a *request*). stdout: one JSON object per line (a *reply* or an *event*).
+  Everything else the process prints (logs, proton's frame trace with the ``trace`` option, warnings) goes to
+  stderr: file descriptor 1 is redirected to 2 at start-up, so stdout carries protocol lines only.
+* Every request has an ``"id"`` (any JSON scalar, usually an integer) and an ``"op"``. Every request gets exactly
+  one reply carrying the same id: ``{"id": ID, "ok": true, ...}`` or ``{"id": ID, "ok": false, "error": ERROR}``.
+  Requests run concurrently (calls, server start-up and notifications each run on their own thread), so replies
+  can come back in a different order than the requests.
+* Events are unsolicited and carry no ``"id"``: ``{"event": NAME, "service": NAME, ...}``.
+* A line that is not JSON, not an object, or lacks ``id``/``op`` gets ``{"id": <id or null>, "ok": false,
+  "error": {"kind": "protocol", "message": ...}}``; the peer never crashes on bad input.
+* EOF on stdin, a ``stop`` request without ``service``, or SIGTERM: every service is stopped (bounded to 10 s) and
+  the process exits 0. The peer never outlives its stdin.
+
+ERROR objects: ``{"kind": KIND, "class": str|null, "module": str|null, "message": str, ...}`` where KIND is
+
+* ``remote``: the remote endpoint raised. ``class``/``module``/``message`` are exactly what the failure on the
+  wire said; ``raised`` is what oslo.messaging raised in Python (``builtins.ValueError`` for builtin classes it
+  rebuilds, ``oslo_messaging.rpc.client.RemoteError`` for classes outside ``allowed_remote_exmods``), ``tb`` the
+  number of remote traceback lines.
+* ``timeout`` (``MessagingTimeout``), ``delivery`` (``MessageDeliveryFailure``), ``invalid_target``
+  (``InvalidTarget``), ``messaging`` (any other oslo ``MessagingException``), ``config`` (bad option or URL),
+  ``not_ready`` (links did not attach in time), ``unknown_service``, ``bad_request`` (missing or wrong field),
+  ``protocol`` (unreadable line), ``internal`` (anything else; ``class``/``module`` name the Python type).
+
+Common request fields
+---------------------
+
+``service``: name of the service (unique within the peer). ``url``: transport URL, e.g.
+``amqp://127.0.0.1:5672/``. ``config``: oslo options, ``{"SECTION": {"option": value}}``, written to a generated
+config file; ``amqp`` is a shorthand for ``config.oslo_messaging_amqp`` (e.g. ``{"addressing_mode": "legacy"}``).
+Booleans become ``true``/``false``; a list is written as repeated lines for ``pre_settled`` and comma-joined
+otherwise. Unknown option names are rejected (kind ``config``). ``target``: ``{"topic", "server", "exchange",
+"fanout", "version", "namespace"}`` (all optional except where oslo needs them). ``ctxt``: request context dict.
+
+Ops
+---
+
+``hello`` -> ``{"versions": {"oslo.messaging", "pyngus", "python-qpid-proton", "python"}, "pid"}``
+
+``rpc_server`` {service, url, target{topic, server?, exchange?}, endpoints, endpoint_target?{namespace?,
+version?}, config?, ready_timeout? (s, default 20)} -> ``{"event": "ready", "addressing": "legacy"|"routable",
+"addresses": [...]}`` once all its receiver links are attached (server defaults to the service name).
+ENDPOINTS is a list; an item is a behaviour name (the method has the same name) or
+``{"method": M, "behaviour": B, ...}``:
+
+* ``echo``: returns the call's ``args`` object unchanged.
+* ``value``: returns ``value`` (default null).
+* ``raise`` (alias ``fail``): raises ``class`` (default ``ValueError``) of ``module`` (default ``builtins``) with
+  message ``args.message``, else ``message``, else ``"failure requested"``. Builtin and importable classes are
+  raised as themselves, others as a synthesised ``Exception`` subclass with that name and module.
+* ``sleep`` (alias ``long_running_task``): sleeps ``args.seconds``, else ``seconds`` (default 1), returns ``args``.
+* ``count``: returns how many times this method has been called, this call included.
+* ``state``: oslo functional tests' TestServerEndpoint, the operation chosen by ``op`` or by the method name:
+  ``add`` (ival += args.increment, returns ival), ``subtract`` (ValueError when ival would go negative),
+  ``append`` (sval += args.text, returns sval), ``get`` (returns ``{"ival", "sval"}``).
+  Shorthands ``add``, ``subtract``, ``append``, ``get_state`` are accepted as items.
+Each invocation emits ``{"event": "call", "service", "server", "method", "args", "ctxt"}`` before it runs.
+
+``rpc_client`` {service, url, target, timeout?, call_monitor_timeout?, retry?, config?} -> ``{}``.
+``call`` {service, method, args?, ctxt?, target? (overrides), timeout?, call_monitor_timeout?, retry?}
+-> ``{"result": VALUE}``. ``cast`` and ``fanout`` {same, no reply expected} -> ``{}``; ``fanout`` forces
+``target.fanout``. Without ``service`` but with ``url``, an implicit client per (url, config) is used.
+
+``notifier`` {service, url, publisher_id?, driver? ("messagingv2" default | "messaging", also "v2"/"v1"),
+topics? (["notifications"]), retry?, config?} -> ``{}``.
+``notify`` {service, priority (audit|debug|info|warn|warning|error|critical|sample), event_type, payload?, ctxt?}
+-> ``{}``, or ``ok: false`` with the send error (oslo's Notifier only logs it; the peer reports it).
+
+``listener`` {service, url, targets [{topic, exchange?}] (default [{"topic": "notifications"}]), priorities?
+(default all), action? ("ack" default | "requeue" | "requeue_once": requeue the first delivery of each
+message_id, ack redeliveries), pool?, config?, ready_timeout?} -> ``{"event": "ready", "addressing",
+"addresses"}``. Each delivery emits ``{"event": "notification", "service", "priority", "publisher_id",
+"event_type", "payload", "metadata", "ctxt", "action": "ack"|"requeue"}``.
+
+``stats`` {service?} -> ``{"services": {NAME: {...}}}``: per service its kind and counters: servers ``calls``
+per method and ``state``; clients ``calls``/``casts``/``ok``/``errors`` per kind; notifiers ``sent``/``errors``;
+listeners ``received`` per priority, ``acked``, ``requeued``.
+
+``stop`` {service} stops that service -> ``{"stopped": [NAME]}``; ``stop`` without service stops everything,
+replies ``{"stopped": [...]}`` and exits 0.
+"""
+
+import builtins
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+# --- stdout belongs to the control channel -------------------------------------------------------------------
+# Keep a private handle on the real stdout, then point fd 1 (and sys.stdout) at stderr so that nothing else
+# (proton's frame trace, stray prints, C libraries) can corrupt the JSON lines.
+_CHANNEL = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+
+_LOG_LEVEL = os.environ.get("OSLO_PEER_LOG_LEVEL", "WARNING").upper()
+logging.basicConfig(stream=sys.stderr, level=getattr(logging, _LOG_LEVEL, logging.WARNING),
+                    format="oslo-peer %(levelname)s %(name)s: %(message)s")
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore")  # eventlet/oslo deprecation noise
+
+LOG = logging.getLogger("oslo_peer")
+
+import oslo_messaging  # noqa: E402
+from oslo_config import cfg  # noqa: E402
+from oslo_messaging._drivers import common as _om_common  # noqa: E402
+
+_OUT_LOCK = threading.Lock()
+_SHUTTING_DOWN = threading.Event()
+
+
+def _json_default(value):
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)
+
+
+def emit(obj):
+    """Write one protocol line; exit quietly if the harness has gone away."""
+    line = json.dumps(obj, default=_json_default, ensure_ascii=False)
+    with _OUT_LOCK:
+        try:
+            _CHANNEL.write(line + "\n")
+            _CHANNEL.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            os._exit(0)
+
+
+# --- remote failures: keep exactly what was on the wire --------------------------------------------------------
+_orig_deserialize = _om_common.deserialize_remote_exception
+
+
+def _deserialize_and_remember(data, allowed_remote_exmods):
+    exc = _orig_deserialize(data, allowed_remote_exmods)
+    try:
+        failure = json.loads(str(data))
+    except ValueError:
+        failure = {"message": str(data)}
+    try:
+        exc._peer_wire_failure = failure
+    except (AttributeError, TypeError):
+        pass
+    return exc
+
+
+_om_common.deserialize_remote_exception = _deserialize_and_remember
+
+
+def _strip_remote(name):
+    if isinstance(name, str) and name.endswith("_Remote"):
+        return name[: -len("_Remote")]
+    return name
+
+
+def error_of(exc):
+    """Map an exception raised by an oslo call to the protocol's ERROR object."""
+    wire = getattr(exc, "_peer_wire_failure", None)
+    typ = type(exc)
+    raised = "%s.%s" % (_strip_remote(typ.__module__), _strip_remote(typ.__name__))
+    if isinstance(wire, dict):
+        return {"kind": "remote", "class": wire.get("class"), "module": wire.get("module"),
+                "message": wire.get("message", ""), "raised": raised, "tb": len(wire.get("tb") or [])}
+    if isinstance(exc, oslo_messaging.RemoteError):
+        return {"kind": "remote", "class": exc.exc_type, "module": None, "message": exc.value or "",
+                "raised": raised, "tb": 0}
+    if isinstance(exc, oslo_messaging.MessagingTimeout):
+        kind = "timeout"
+    elif isinstance(exc, oslo_messaging.MessageDeliveryFailure):
+        kind = "delivery"
+    elif isinstance(exc, oslo_messaging.InvalidTarget):
+        kind = "invalid_target"
+    elif isinstance(exc, (cfg.Error, oslo_messaging.InvalidTransportURL, oslo_messaging.DriverLoadFailure)):
+        kind = "config"
+    elif isinstance(exc, oslo_messaging.MessagingException):
+        kind = "messaging"
+    elif isinstance(exc, PeerError):
+        return {"kind": exc.kind, "class": None, "module": None, "message": str(exc)}
+    else:
+        kind = "internal"
+    return {"kind": kind, "class": typ.__name__, "module": typ.__module__, "message": str(exc)}
+
+
+class PeerError(Exception):
+    """An error with a protocol kind, raised by the peer itself."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+_MULTI_OPTS = {"pre_settled"}
+_TMPDIR = tempfile.mkdtemp(prefix="oslo-peer-")
+
+
+def _ini_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def build_conf(req, name):
+    """Write the request's options to a generated config file and load it into a fresh ConfigOpts."""
+    sections = {}
+    config = req.get("config") or {}
+    if not isinstance(config, dict):
+        raise PeerError("bad_request", "config must be an object of sections")
+    for section, opts in config.items():
+        if not isinstance(opts, dict):
+            raise PeerError("bad_request", "config.%s must be an object of options" % section)
+        sections.setdefault(section, {}).update(opts)
+    amqp = req.get("amqp") or {}
+    if not isinstance(amqp, dict):
+        raise PeerError("bad_request", "amqp must be an object of options")
+    sections.setdefault("oslo_messaging_amqp", {}).update(amqp)
+    lines = []
+    for section, opts in sections.items():
+        lines.append("[%s]" % section)
+        for key, value in opts.items():
+            if isinstance(value, list):
+                if key in _MULTI_OPTS:
+                    lines.extend("%s = %s" % (key, _ini_value(v)) for v in value)
+                else:
+                    lines.append("%s = %s" % (key, ",".join(_ini_value(v) for v in value)))
+            else:
+                lines.append("%s = %s" % (key, _ini_value(value)))
+        lines.append("")
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    path = os.path.join(_TMPDIR, "%s-%d.conf" % (safe, threading.get_ident()))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    conf = cfg.ConfigOpts()
+    conf(args=[], project="oslo-peer", default_config_files=[path])
+    return conf, sections
+
+
+def check_options(conf, sections):
+    """Reject option names that no registered option matches (oslo.config ignores them silently)."""
+    for section, opts in sections.items():
+        for key in opts:
+            try:
+                if section == "DEFAULT":
+                    conf[key]
+                else:
+                    conf[section][key]
+            except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+                raise PeerError("config", "unknown oslo option [%s] %s" % (section, key))
+
+
+def make_target(spec, **extra):
+    spec = dict(spec or {})
+    spec.update({k: v for k, v in extra.items() if v is not None})
+    allowed = {"topic", "server", "exchange", "fanout", "version", "namespace"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise PeerError("bad_request", "unknown target field(s): %s" % ", ".join(sorted(unknown)))
+    return oslo_messaging.Target(**spec)
+
+
+def _need(req, key, typ=str):
+    value = req.get(key)
+    if value is None:
+        raise PeerError("bad_request", "missing field %r" % key)
+    if not isinstance(value, typ):
+        raise PeerError("bad_request", "field %r has the wrong type" % key)
+    return value
+
+
+def _links_of(transport):
+    """(addressing, addresses, all_active) of the receiver links of this transport's driver."""
+    ctrl = getattr(transport._driver, "_ctrl", None)
+    if ctrl is None:
+        return None, [], False
+    addresses, active = [], True
+    for servers in list(getattr(ctrl, "_servers", {}).values()):
+        for server in list(servers.values()):
+            receivers = list(getattr(server, "_receivers", []))
+            if not receivers:
+                active = False
+            for r in receivers:
+                addresses.append(r.source_address)
+                active = active and bool(r.active)
+    addresser = getattr(ctrl, "addresser", None)
+    addressing = None
+    if addresser is not None:
+        cls = type(addresser).__name__.lower()
+        addressing = "legacy" if "legacy" in cls else "routable" if "routable" in cls else cls
+    return addressing, addresses, active and bool(addresses)
+
+
+def wait_ready(transport, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        addressing, addresses, active = _links_of(transport)
+        if active:
+            return {"event": "ready", "addressing": addressing, "addresses": sorted(addresses)}
+        time.sleep(0.02)
+    _, addresses, _ = _links_of(transport)
+    raise PeerError("not_ready", "receiver links not attached within %ss (addresses: %s)"
+                    % (timeout, ", ".join(addresses) or "none"))
+
+
+# --- services --------------------------------------------------------------------------------------------------
+class Service:
+    kind = "service"
+
+    def __init__(self, name):
+        self.name = name
+        self.lock = threading.Lock()
+        self.transport = None
+
+    def stats(self):
+        return {"kind": self.kind}
+
+    def stop(self):
+        if self.transport is not None:
+            self.transport.cleanup()
+            self.transport = None
+
+
+_ALIASES = {
+    "echo": ("echo", {}), "value": ("value", {}), "raise": ("raise", {}), "fail": ("raise", {}),
+    "sleep": ("sleep", {}), "long_running_task": ("sleep", {}), "count": ("count", {}),
+    "add": ("state", {"op": "add"}), "subtract": ("state", {"op": "subtract"}),
+    "append": ("state", {"op": "append"}), "get_state": ("state", {"op": "get"}),
+}
+_STATE_OPS = {"add", "subtract", "append", "get"}
+
+
+def _exception_class(class_name, module):
+    if module in ("builtins", "exceptions"):
+        cls = getattr(builtins, class_name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls
+    else:
+        try:
+            cls = getattr(importlib.import_module(module), class_name, None)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                return cls
+        except Exception:  # noqa: BLE001 - any import problem means "synthesise"
+            pass
+    cls = type(class_name, (Exception,), {})
+    cls.__module__ = module
+    return cls
+
+
+class RpcServerService(Service):
+    kind = "rpc_server"
+
+    def __init__(self, name, req):
+        super().__init__(name)
+        self.calls = {}
+        self.ival = 0
+        self.sval = ""
+        self.server = None
+        self.methods = {}
+        endpoints = req.get("endpoints") or ["echo"]
+        if not isinstance(endpoints, list):
+            raise PeerError("bad_request", "endpoints must be a list")
+        for item in endpoints:
+            if isinstance(item, str):
+                if item not in _ALIASES:
+                    raise PeerError("bad_request", "unknown endpoint behaviour %r (known: %s)"
+                                    % (item, ", ".join(sorted(_ALIASES))))
+                behaviour, params = _ALIASES[item]
+                spec = dict(params, method=item, behaviour=behaviour)
+            elif isinstance(item, dict):
+                spec = dict(item)
+                method = spec.get("method") or spec.get("name")
+                behaviour = spec.get("behaviour") or spec.get("behavior") or method
+                if not isinstance(method, str) or not method:
+                    raise PeerError("bad_request", "endpoint without a method name: %r" % (item,))
+                if behaviour not in _ALIASES:
+                    raise PeerError("bad_request", "unknown endpoint behaviour %r (known: %s)"
+                                    % (behaviour, ", ".join(sorted(_ALIASES))))
+                base, params = _ALIASES[behaviour]
+                spec = dict(params, **spec)
+                spec["method"], spec["behaviour"] = method, base
+            else:
+                raise PeerError("bad_request", "endpoint items are names or objects, got %r" % (item,))
+            if spec["behaviour"] == "state":
+                spec.setdefault("op", spec["method"])
+                if spec["op"] not in _STATE_OPS:
+                    raise PeerError("bad_request", "state op %r is not one of %s"
+                                    % (spec["op"], ", ".join(sorted(_STATE_OPS))))
+            self.methods[spec["method"]] = spec
+
+        conf, sections = build_conf(req, name)
+        target = make_target(req.get("target"))
+        if not target.topic:
+            raise PeerError("bad_request", "rpc_server target needs a topic")
+        if not target.server:
+            target = make_target(req.get("target"), server=name)
+        self.target = target
+        self.transport = oslo_messaging.get_rpc_transport(conf, url=_need(req, "url"))
+        endpoint = self._endpoint(req.get("endpoint_target"))
+        self.server = oslo_messaging.get_rpc_server(
+            self.transport, target, [endpoint], executor="threading",
+            access_policy=oslo_messaging.DefaultRPCAccessPolicy)
+        check_options(conf, sections)
+
+    def _endpoint(self, endpoint_target):
+        service = self
+        attrs = {}
+        if endpoint_target:
+            attrs["target"] = oslo_messaging.Target(**endpoint_target)
+        for method in self.methods:
+            attrs[method] = (lambda m: lambda _self, ctxt, **kwargs: service.invoke(m, ctxt, kwargs))(method)
+        return type("PeerEndpoint", (object,), attrs)()
+
+    def invoke(self, method, ctxt, args):
+        spec = self.methods[method]
+        with self.lock:
+            n = self.calls.get(method, 0) + 1
+            self.calls[method] = n
+        emit({"event": "call", "service": self.name, "server": self.target.server, "method": method,
+              "args": args, "ctxt": ctxt})
+        behaviour = spec["behaviour"]
+        if behaviour == "echo":
+            return args
+        if behaviour == "value":
+            return spec.get("value")
+        if behaviour == "raise":
+            cls = _exception_class(spec.get("class") or "ValueError", spec.get("module") or "builtins")
+            message = args.get("message", spec.get("message", "failure requested"))
+            raise cls(message)
+        if behaviour == "sleep":
+            seconds = args.get("seconds", spec.get("seconds", 1))
+            time.sleep(float(seconds))
+            return args
+        if behaviour == "count":
+            return n
+        op = spec["op"]
+        with self.lock:
+            if op == "add":
+                self.ival += args.get("increment", 1)
+                return self.ival
+            if op == "subtract":
+                increment = args.get("increment", 1)
+                if self.ival < increment:
+                    raise ValueError("ival can't go negative!")
+                self.ival -= increment
+                return self.ival
+            if op == "append":
+                self.sval += str(args.get("text", ""))
+                return self.sval
+            return {"ival": self.ival, "sval": self.sval}
+
+    def start(self, ready_timeout):
+        self.server.start()
+        return wait_ready(self.transport, ready_timeout)
+
+    def stats(self):
+        with self.lock:
+            return {"kind": self.kind, "server": self.target.server, "calls": dict(self.calls),
+                    "state": {"ival": self.ival, "sval": self.sval}}
+
+    def stop(self):
+        if self.server is not None:
+            try:
+                self.server.stop()
+                self.server.wait()
+            except Exception:  # noqa: BLE001
+                LOG.exception("stopping rpc server %s", self.name)
+            self.server = None
+        super().stop()
+
+
+class RpcClientService(Service):
+    kind = "rpc_client"
+
+    def __init__(self, name, req):
+        super().__init__(name)
+        self.counts = {"calls": 0, "casts": 0, "ok": 0, "errors": {}}
+        conf, sections = build_conf(req, name)
+        self.transport = oslo_messaging.get_rpc_transport(conf, url=_need(req, "url"))
+        kwargs = {}
+        for key in ("timeout", "call_monitor_timeout", "retry"):
+            if req.get(key) is not None:
+                kwargs[key] = req[key]
+        target = make_target(req.get("target") or {"topic": "unset"})
+        self.client = oslo_messaging.get_rpc_client(self.transport, target, **kwargs)
+        check_options(conf, sections)
+
+    def _prepared(self, req, fanout=False):
+        kwargs = dict(req.get("target") or {})
+        if fanout:
+            kwargs["fanout"] = True
+        for key in ("timeout", "call_monitor_timeout", "retry"):
+            if req.get(key) is not None:
+                kwargs[key] = req[key]
+        allowed = {"topic", "server", "exchange", "fanout", "version", "namespace",
+                   "timeout", "call_monitor_timeout", "retry"}
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise PeerError("bad_request", "unknown target field(s): %s" % ", ".join(sorted(unknown)))
+        return self.client.prepare(**kwargs) if kwargs else self.client
+
+    def send(self, op, req):
+        method = _need(req, "method")
+        args = req.get("args") or {}
+        if not isinstance(args, dict):
+            raise PeerError("bad_request", "args must be an object")
+        ctxt = req.get("ctxt") or {}
+        client = self._prepared(req, fanout=(op == "fanout"))
+        with self.lock:
+            self.counts["calls" if op == "call" else "casts"] += 1
+        try:
+            if op == "call":
+                out = {"result": client.call(ctxt, method, **args)}
+            else:
+                client.cast(ctxt, method, **args)
+                out = {}
+        except Exception as exc:  # noqa: BLE001 - every outcome is reported
+            err = error_of(exc)
+            with self.lock:
+                self.counts["errors"][err["kind"]] = self.counts["errors"].get(err["kind"], 0) + 1
+            raise _Reported(err)
+        with self.lock:
+            self.counts["ok"] += 1
+        return out
+
+    def stats(self):
+        with self.lock:
+            return {"kind": self.kind, **json.loads(json.dumps(self.counts))}
+
+
+_PRIORITIES = ["audit", "debug", "info", "warn", "error", "critical", "sample"]
+
+
+class NotifierService(Service):
+    kind = "notifier"
+
+    def __init__(self, name, req):
+        super().__init__(name)
+        self.sent, self.errors = 0, 0
+        conf, sections = build_conf(req, name)
+        driver = {"v1": "messaging", "v2": "messagingv2"}.get(req.get("driver"), req.get("driver") or "messagingv2")
+        if driver not in ("messaging", "messagingv2"):
+            raise PeerError("bad_request", "driver must be messaging (v1) or messagingv2 (v2), got %r" % driver)
+        self.driver = driver
+        self.transport = oslo_messaging.get_notification_transport(conf, url=_need(req, "url"))
+        self._failures = threading.local()
+        original = self.transport._send_notification
+
+        def send_and_record(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            except Exception as exc:
+                getattr(self._failures, "list", []).append(exc)
+                raise
+
+        self.transport._send_notification = send_and_record
+        topics = req.get("topics") or ["notifications"]
+        self.notifier = oslo_messaging.Notifier(self.transport, publisher_id=req.get("publisher_id") or name,
+                                                driver=driver, topics=topics, retry=req.get("retry"))
+        check_options(conf, sections)
+
+    def notify(self, req):
+        priority = str(_need(req, "priority")).lower()
+        if priority not in _PRIORITIES + ["warning"]:
+            raise PeerError("bad_request", "unknown priority %r (known: %s)" % (priority, ", ".join(_PRIORITIES)))
+        event_type = _need(req, "event_type")
+        self._failures.list = []
+        getattr(self.notifier, priority)(req.get("ctxt") or {}, event_type, req.get("payload"))
+        failures, self._failures.list = self._failures.list, []
+        with self.lock:
+            if failures:
+                self.errors += 1
+            else:
+                self.sent += 1
+        if failures:
+            raise _Reported(error_of(failures[0]))
+        return {}
+
+    def stats(self):
+        with self.lock:
+            return {"kind": self.kind, "driver": self.driver, "sent": self.sent, "errors": self.errors}
+
+
+class ListenerService(Service):
+    kind = "listener"
+
+    def __init__(self, name, req):
+        super().__init__(name)
+        self.received, self.acked, self.requeued = {}, 0, 0
+        self.seen = set()
+        self.listener = None
+        action = req.get("action") or "ack"
+        if action not in ("ack", "requeue", "requeue_once"):
+            raise PeerError("bad_request", "action must be ack, requeue or requeue_once, got %r" % action)
+        self.action = action
+        priorities = req.get("priorities") or _PRIORITIES
+        bad = [p for p in priorities if p not in _PRIORITIES]
+        if bad:
+            raise PeerError("bad_request", "unknown priorities %s (known: %s)" % (bad, ", ".join(_PRIORITIES)))
+        conf, sections = build_conf(req, name)
+        self.transport = oslo_messaging.get_notification_transport(conf, url=_need(req, "url"))
+        targets = [make_target(t) for t in (req.get("targets") or [{"topic": "notifications"}])]
+        service = self
+        attrs = {p: (lambda prio: lambda _self, ctxt, publisher_id, event_type, payload, metadata:
+                     service.deliver(prio, ctxt, publisher_id, event_type, payload, metadata))(p)
+                 for p in priorities}
+        endpoint = type("PeerNotificationEndpoint", (object,), attrs)()
+        self.listener = oslo_messaging.get_notification_listener(
+            self.transport, targets, [endpoint], executor="threading", allow_requeue=True,
+            pool=req.get("pool"))
+        check_options(conf, sections)
+
+    def deliver(self, priority, ctxt, publisher_id, event_type, payload, metadata):
+        with self.lock:
+            message_id = (metadata or {}).get("message_id")
+            requeue = self.action == "requeue" or (self.action == "requeue_once" and message_id not in self.seen)
+            self.seen.add(message_id)
+            self.received[priority] = self.received.get(priority, 0) + 1
+            if requeue:
+                self.requeued += 1
+            else:
+                self.acked += 1
+        emit({"event": "notification", "service": self.name, "priority": priority, "publisher_id": publisher_id,
+              "event_type": event_type, "payload": payload, "metadata": metadata, "ctxt": ctxt,
+              "action": "requeue" if requeue else "ack"})
+        if requeue:
+            return oslo_messaging.NotificationResult.REQUEUE
+        return oslo_messaging.NotificationResult.HANDLED
+
+    def start(self, ready_timeout):
+        self.listener.start()
+        return wait_ready(self.transport, ready_timeout)
+
+    def stats(self):
+        with self.lock:
+            return {"kind": self.kind, "received": dict(self.received), "acked": self.acked,
+                    "requeued": self.requeued}
+
+    def stop(self):
+        if self.listener is not None:
+            try:
+                self.listener.stop()
+                self.listener.wait()
+            except Exception:  # noqa: BLE001
+                LOG.exception("stopping listener %s", self.name)
+            self.listener = None
+        super().stop()
+
+
+class _Reported(Exception):
+    """Carries an already-built ERROR object to the reply."""
+
+    def __init__(self, error):
+        super().__init__(error.get("message", ""))
+        self.error = error
+
+
+# --- the peer --------------------------------------------------------------------------------------------------
+class Peer:
+    def __init__(self):
+        self.services = {}
+        self.lock = threading.Lock()
+
+    def _get(self, name, kind=None):
+        with self.lock:
+            svc = self.services.get(name)
+        if svc is None:
+            with self.lock:
+                starting = name in self.services
+            raise PeerError("unknown_service", "service %r is still starting" % (name,) if starting
+                            else "no service named %r" % (name,))
+        if kind is not None and not isinstance(svc, kind):
+            raise PeerError("bad_request", "service %r is a %s" % (name, svc.kind))
+        return svc
+
+    def _add(self, name, factory):
+        with self.lock:
+            if name in self.services:
+                raise PeerError("bad_request", "service %r already exists" % (name,))
+            self.services[name] = None  # reserve the name while it is built
+        try:
+            svc = factory()
+        except BaseException:
+            with self.lock:
+                self.services.pop(name, None)
+            raise
+        with self.lock:
+            self.services[name] = svc
+        return svc
+
+    def _drop(self, name):
+        with self.lock:
+            svc = self.services.pop(name, None)
+        if svc is not None:
+            svc.stop()
+
+    def _start(self, name, factory, req):
+        ready_timeout = float(req.get("ready_timeout", 20))
+        svc = self._add(name, factory)
+        try:
+            return svc.start(ready_timeout)
+        except BaseException:
+            self._drop(name)
+            raise
+
+    def op_hello(self, req):
+        from importlib.metadata import version
+        return {"versions": {"oslo.messaging": version("oslo.messaging"), "pyngus": version("pyngus"),
+                             "python-qpid-proton": version("python-qpid-proton"),
+                             "python": sys.version.split()[0]},
+                "pid": os.getpid()}
+
+    def op_rpc_server(self, req):
+        name = _need(req, "service")
+        return self._start(name, lambda: RpcServerService(name, req), req)
+
+    def op_listener(self, req):
+        name = _need(req, "service")
+        return self._start(name, lambda: ListenerService(name, req), req)
+
+    def op_rpc_client(self, req):
+        name = _need(req, "service")
+        self._add(name, lambda: RpcClientService(name, req))
+        return {}
+
+    def op_notifier(self, req):
+        name = _need(req, "service")
+        self._add(name, lambda: NotifierService(name, req))
+        return {}
+
+    def _client_for(self, req):
+        name = req.get("service")
+        if name is None:
+            url = _need(req, "url")
+            name = "client:%s:%s" % (url, json.dumps(req.get("config") or {}, sort_keys=True)
+                                     + json.dumps(req.get("amqp") or {}, sort_keys=True))
+            with self.lock:
+                exists = name in self.services
+            if not exists:
+                try:
+                    self._add(name, lambda: RpcClientService(name, {"url": url, "config": req.get("config"),
+                                                                    "amqp": req.get("amqp")}))
+                except PeerError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+        svc = None
+        for _ in range(3000):  # a concurrent request may still be building it
+            with self.lock:
+                present, svc = name in self.services, self.services.get(name)
+            if svc is not None or not present:
+                break
+            time.sleep(0.01)
+        if svc is None:
+            raise PeerError("unknown_service", "no service named %r" % (name,))
+        if not isinstance(svc, RpcClientService):
+            raise PeerError("bad_request", "service %r is not an rpc_client" % (name,))
+        return svc
+
+    def op_call(self, req):
+        return self._client_for(req).send("call", req)
+
+    def op_cast(self, req):
+        return self._client_for(req).send("cast", req)
+
+    def op_fanout(self, req):
+        return self._client_for(req).send("fanout", req)
+
+    def op_notify(self, req):
+        return self._get(_need(req, "service"), NotifierService).notify(req)
+
+    def op_stats(self, req):
+        with self.lock:
+            items = list(self.services.items())
+        name = req.get("service")
+        if name is not None:
+            items = [(n, s) for n, s in items if n == name]
+            if not items:
+                raise PeerError("unknown_service", "no service named %r" % (name,))
+        return {"services": {n: s.stats() for n, s in items if s is not None}}
+
+    def op_stop(self, req):
+        name = req.get("service")
+        if name is not None:
+            self._get(name)
+            self._drop(name)
+            return {"stopped": [name]}
+        return {"stopped": self.stop_all()}
+
+    def stop_all(self, timeout=10.0):
+        with self.lock:
+            names = [n for n, s in self.services.items() if s is not None]
+        threads = [threading.Thread(target=self._drop, args=(n,), daemon=True) for n in names]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return sorted(names)
+
+    def handle(self, req):
+        rid = req.get("id")
+        op = req.get("op")
+        try:
+            handler = getattr(self, "op_%s" % op, None) if isinstance(op, str) else None
+            if handler is None:
+                raise PeerError("bad_request", "unknown op %r (known: %s)" % (op, ", ".join(
+                    sorted(n[3:] for n in dir(self) if n.startswith("op_")))))
+            reply = {"id": rid, "ok": True}
+            reply.update(handler(req) or {})
+        except _Reported as exc:
+            reply = {"id": rid, "ok": False, "error": exc.error}
+        except Exception as exc:  # noqa: BLE001 - the peer reports, never crashes
+            if not isinstance(exc, PeerError):
+                LOG.warning("op %s failed: %s", op, traceback.format_exc())
+            reply = {"id": rid, "ok": False, "error": error_of(exc)}
+        emit(reply)
+
+
+_SYNC_OPS = {"hello", "stats"}
+
+
+def main():
+    peer = Peer()
+
+    def on_term(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    stdin = sys.stdin.buffer
+    code = 0
+    try:
+        while True:
+            raw = stdin.readline()
+            if not raw:
+                break
+            if not raw.strip():
+                continue
+            try:
+                req = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                emit({"id": None, "ok": False, "error": {"kind": "protocol", "class": None, "module": None,
+                                                        "message": "not a JSON line: %s" % exc}})
+                continue
+            if not isinstance(req, dict) or "id" not in req or "op" not in req:
+                rid = req.get("id") if isinstance(req, dict) else None
+                emit({"id": rid, "ok": False, "error": {"kind": "protocol", "class": None, "module": None,
+                                                       "message": "a request is an object with \"id\" and \"op\""}})
+                continue
+            if req.get("op") == "stop" and req.get("service") is None:
+                stopped = peer.stop_all()
+                emit({"id": req.get("id"), "ok": True, "stopped": stopped})
+                break
+            if req.get("op") in _SYNC_OPS:
+                peer.handle(req)
+            else:
+                threading.Thread(target=peer.handle, args=(req,), daemon=True).start()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    except Exception:  # noqa: BLE001
+        LOG.error("control loop failed: %s", traceback.format_exc())
+        code = 1
+    _SHUTTING_DOWN.set()
+    peer.stop_all()
+    try:
+        for f in os.listdir(_TMPDIR):
+            os.unlink(os.path.join(_TMPDIR, f))
+        os.rmdir(_TMPDIR)
+    except OSError:
+        pass
+    with _OUT_LOCK:
+        try:
+            _CHANNEL.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
