@@ -1,0 +1,375 @@
+//! Replays already-read header bytes, and notes which incoming transfers were sent
+//! pre-settled.
+//!
+//! fe2o3's `Delivery` does not expose the transfer's `settled` flag, but a router must
+//! know it (pre-settled deliveries are forwarded pre-settled and may be dropped). So the
+//! plain AMQP byte stream (above TLS) is scanned frame by frame; for each first transfer
+//! frame of a delivery with `settled=true`, `(channel, handle, delivery-id)` is recorded.
+
+use std::collections::HashSet;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Set of pre-settled deliveries seen on one connection: (remote channel, remote handle, delivery-id).
+#[derive(Debug, Default)]
+pub(crate) struct SettledSet {
+    set: Mutex<HashSet<(u16, u32, u32)>>,
+}
+
+impl SettledSet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(u16, u32, u32)>> {
+        self.set.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether that delivery was pre-settled (and forgets it).
+    pub(crate) fn take(&self, channel: u16, handle: u32, delivery_id: u32) -> bool {
+        self.lock().remove(&(channel, handle, delivery_id))
+    }
+
+    /// Forgets everything of one link.
+    pub(crate) fn forget_link(&self, channel: u16, handle: u32) {
+        self.lock().retain(|(c, h, _)| !(*c == channel && *h == handle));
+    }
+}
+
+const CAPTURE: usize = 160;
+
+#[derive(Debug, Clone, Copy)]
+enum ScanState {
+    /// At a frame boundary; collecting up to 8 bytes.
+    Head,
+    /// Inside a frame body.
+    Body {
+        remaining: usize,
+        skip: usize,
+        channel: u16,
+        capture: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Scanner {
+    state: ScanState,
+    head: Vec<u8>,
+    captured: Vec<u8>,
+    settled: Arc<SettledSet>,
+}
+
+impl Scanner {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.state {
+                ScanState::Head => {
+                    let need = 8 - self.head.len();
+                    let n = need.min(bytes.len());
+                    self.head.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if self.head.len() == 8 {
+                        if &self.head[..4] == b"AMQP" {
+                            self.head.clear();
+                            continue;
+                        }
+                        let size = u32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]])
+                            as usize;
+                        let doff = self.head[4] as usize * 4;
+                        let ftype = self.head[5];
+                        let channel = u16::from_be_bytes([self.head[6], self.head[7]]);
+                        self.head.clear();
+                        let remaining = size.saturating_sub(8);
+                        self.captured.clear();
+                        if remaining > 0 {
+                            self.state = ScanState::Body {
+                                remaining,
+                                skip: doff.saturating_sub(8),
+                                channel,
+                                capture: ftype == 0,
+                            };
+                        }
+                    }
+                }
+                ScanState::Body {
+                    mut remaining,
+                    mut skip,
+                    channel,
+                    mut capture,
+                } => {
+                    let n = remaining.min(bytes.len());
+                    let chunk = &bytes[..n];
+                    bytes = &bytes[n..];
+                    remaining -= n;
+                    let mut c = chunk;
+                    if skip > 0 {
+                        let s = skip.min(c.len());
+                        skip -= s;
+                        c = &c[s..];
+                    }
+                    let mut parse_now = false;
+                    if capture && self.captured.len() < CAPTURE {
+                        let take = (CAPTURE - self.captured.len()).min(c.len());
+                        self.captured.extend_from_slice(&c[..take]);
+                        if self.captured.len() >= CAPTURE {
+                            capture = false;
+                            parse_now = true;
+                        }
+                    }
+                    if remaining == 0 {
+                        parse_now |= capture;
+                        self.state = ScanState::Head;
+                    } else {
+                        self.state = ScanState::Body {
+                            remaining,
+                            skip,
+                            channel,
+                            capture,
+                        };
+                    }
+                    if parse_now {
+                        self.parse(channel);
+                    }
+                }
+            }
+        }
+    }
+
+    fn parse(&mut self, channel: u16) {
+        if let Some((handle, id)) = presettled_transfer(&self.captured) {
+            self.settled.lock().insert((channel, handle, id));
+        }
+        self.captured.clear();
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.take(4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// A uint field; `Some(None)` for null.
+    fn uint(&mut self) -> Option<Option<u32>> {
+        match self.byte()? {
+            0x40 => Some(None),
+            0x43 => Some(Some(0)),
+            0x52 => Some(Some(u32::from(self.byte()?))),
+            0x70 => Some(Some(self.u32()?)),
+            _ => None,
+        }
+    }
+    fn skip_binary(&mut self) -> Option<()> {
+        match self.byte()? {
+            0x40 => Some(()),
+            0xa0 => {
+                let n = self.byte()? as usize;
+                self.take(n).map(|_| ())
+            }
+            0xb0 => {
+                let n = self.u32()? as usize;
+                self.take(n).map(|_| ())
+            }
+            _ => None,
+        }
+    }
+    fn boolean(&mut self) -> Option<Option<bool>> {
+        match self.byte()? {
+            0x40 => Some(None),
+            0x41 => Some(Some(true)),
+            0x42 => Some(Some(false)),
+            0x56 => Some(Some(self.byte()? != 0)),
+            _ => None,
+        }
+    }
+}
+
+/// If `body` starts with a transfer performative with `settled=true` and a delivery-id,
+/// returns `(handle, delivery-id)`.
+fn presettled_transfer(body: &[u8]) -> Option<(u32, u32)> {
+    let mut c = Cursor(body);
+    if c.byte()? != 0x00 {
+        return None;
+    }
+    match c.byte()? {
+        0x53 => {
+            if c.byte()? != 0x14 {
+                return None;
+            }
+        }
+        0x80 => {
+            let d = c.take(8)?;
+            if d != [0, 0, 0, 0, 0, 0, 0, 0x14] {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    let count = match c.byte()? {
+        0x45 => 0,
+        0xc0 => {
+            c.byte()?;
+            c.byte()? as u32
+        }
+        0xd0 => {
+            c.u32()?;
+            c.u32()?
+        }
+        _ => return None,
+    };
+    if count < 5 {
+        return None;
+    }
+    let handle = c.uint()??;
+    let delivery_id = c.uint()??;
+    c.skip_binary()?;
+    c.uint()?;
+    match c.boolean()? {
+        Some(true) => Some((handle, delivery_id)),
+        _ => None,
+    }
+}
+
+/// Stream wrapper: prefix replay + transfer scanning.
+pub(crate) struct Sniff<S> {
+    inner: S,
+    prefix: Vec<u8>,
+    pos: usize,
+    scanner: Scanner,
+}
+
+impl<S> std::fmt::Debug for Sniff<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sniff").finish_non_exhaustive()
+    }
+}
+
+impl<S> Sniff<S> {
+    pub(crate) fn new(inner: S, prefix: Vec<u8>, settled: Arc<SettledSet>) -> Self {
+        Sniff {
+            inner,
+            prefix,
+            pos: 0,
+            scanner: Scanner {
+                state: ScanState::Head,
+                head: Vec::with_capacity(8),
+                captured: Vec::with_capacity(CAPTURE),
+                settled,
+            },
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        if this.pos < this.prefix.len() {
+            let rest = &this.prefix[this.pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.pos += n;
+        } else {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
+        let new = &buf.filled()[before..];
+        this.scanner.feed(new);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_presettled_transfer() {
+        // transfer [handle=1, delivery-id=7, tag=vbin8 "ab", format=0, settled=true]
+        let body = [
+            0x00, 0x53, 0x14, 0xc0, 0x0b, 0x05, 0x52, 0x01, 0x52, 0x07, 0xa0, 0x02, b'a', b'b', 0x43,
+            0x41,
+        ];
+        assert_eq!(presettled_transfer(&body), Some((1, 7)));
+        let mut unsettled = body;
+        unsettled[15] = 0x42;
+        assert_eq!(presettled_transfer(&unsettled), None);
+    }
+
+    #[test]
+    fn scanner_handles_split_frames() {
+        let settled = Arc::new(SettledSet::default());
+        let mut s = Scanner {
+            state: ScanState::Head,
+            head: Vec::new(),
+            captured: Vec::new(),
+            settled: settled.clone(),
+        };
+        let perf = [
+            0x00, 0x53, 0x14, 0xc0, 0x0b, 0x05, 0x43, 0x52, 0x09, 0xa0, 0x02, b'a', b'b', 0x43,
+            0x41,
+        ];
+        let payload = [0x00, 0x53, 0x77, 0xa1, 0x01, b'x'];
+        let size = (8 + perf.len() + payload.len()) as u32;
+        let mut bytes = b"AMQP\x00\x01\x00\x00".to_vec();
+        bytes.extend_from_slice(&size.to_be_bytes());
+        bytes.extend_from_slice(&[2, 0, 0, 3]);
+        bytes.extend_from_slice(&perf);
+        bytes.extend_from_slice(&payload);
+        for chunk in bytes.chunks(3) {
+            s.feed(chunk);
+        }
+        assert!(settled.take(3, 0, 9));
+        assert!(!settled.take(3, 0, 9));
+    }
+}
