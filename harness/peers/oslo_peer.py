@@ -122,6 +122,10 @@ LOG = logging.getLogger("oslo_peer")
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 from oslo_messaging._drivers import common as _om_common  # noqa: E402
+from oslo_messaging._metrics import client as _om_metrics  # noqa: E402
+
+warnings.filterwarnings("ignore")  # the imports above re-enable deprecation warnings
+warnings.showwarning = lambda *args, **kwargs: None  # ...and the driver classes warn on every use
 
 _OUT_LOCK = threading.Lock()
 _SHUTTING_DOWN = threading.Event()
@@ -252,6 +256,9 @@ def build_conf(req, name):
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     conf = cfg.ConfigOpts()
+    # oslo.messaging registers the metrics options on the global CONF only, but RPCClient reads them from
+    # the ConfigOpts it was given.
+    conf.register_opts(_om_metrics.oslo_messaging_metrics, group="oslo_messaging_metrics")
     conf(args=[], project="oslo-peer", default_config_files=[path])
     return conf, sections
 
@@ -310,7 +317,7 @@ def _links_of(transport):
     return addressing, addresses, active and bool(addresses)
 
 
-def wait_ready(transport, timeout):
+def wait_ready(transport, timeout, url):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         addressing, addresses, active = _links_of(transport)
@@ -318,8 +325,9 @@ def wait_ready(transport, timeout):
             return {"event": "ready", "addressing": addressing, "addresses": sorted(addresses)}
         time.sleep(0.02)
     _, addresses, _ = _links_of(transport)
-    raise PeerError("not_ready", "receiver links not attached within %ss (addresses: %s)"
-                    % (timeout, ", ".join(addresses) or "none"))
+    raise PeerError("not_ready", "receiver links not attached within %ss (addresses: %s); is the broker at %s "
+                    "running? (the peer's stderr has the driver's log)"
+                    % (timeout, ", ".join(addresses) or "none", url))
 
 
 # --- services --------------------------------------------------------------------------------------------------
@@ -330,6 +338,14 @@ class Service:
         self.name = name
         self.lock = threading.Lock()
         self.transport = None
+
+    def checked(self, conf, sections):
+        """check_options, releasing the transport when an option name is unknown."""
+        try:
+            check_options(conf, sections)
+        except BaseException:
+            self.stop()
+            raise
 
     def stats(self):
         return {"kind": self.kind}
@@ -414,12 +430,13 @@ class RpcServerService(Service):
         if not target.server:
             target = make_target(req.get("target"), server=name)
         self.target = target
-        self.transport = oslo_messaging.get_rpc_transport(conf, url=_need(req, "url"))
+        self.url = _need(req, "url")
+        self.transport = oslo_messaging.get_rpc_transport(conf, url=self.url)
         endpoint = self._endpoint(req.get("endpoint_target"))
         self.server = oslo_messaging.get_rpc_server(
             self.transport, target, [endpoint], executor="threading",
             access_policy=oslo_messaging.DefaultRPCAccessPolicy)
-        check_options(conf, sections)
+        self.checked(conf, sections)
 
     def _endpoint(self, endpoint_target):
         service = self
@@ -470,7 +487,7 @@ class RpcServerService(Service):
 
     def start(self, ready_timeout):
         self.server.start()
-        return wait_ready(self.transport, ready_timeout)
+        return wait_ready(self.transport, ready_timeout, self.url)
 
     def stats(self):
         with self.lock:
@@ -502,7 +519,7 @@ class RpcClientService(Service):
                 kwargs[key] = req[key]
         target = make_target(req.get("target") or {"topic": "unset"})
         self.client = oslo_messaging.get_rpc_client(self.transport, target, **kwargs)
-        check_options(conf, sections)
+        self.checked(conf, sections)
 
     def _prepared(self, req, fanout=False):
         kwargs = dict(req.get("target") or {})
@@ -576,7 +593,7 @@ class NotifierService(Service):
         topics = req.get("topics") or ["notifications"]
         self.notifier = oslo_messaging.Notifier(self.transport, publisher_id=req.get("publisher_id") or name,
                                                 driver=driver, topics=topics, retry=req.get("retry"))
-        check_options(conf, sections)
+        self.checked(conf, sections)
 
     def notify(self, req):
         priority = str(_need(req, "priority")).lower()
@@ -617,7 +634,8 @@ class ListenerService(Service):
         if bad:
             raise PeerError("bad_request", "unknown priorities %s (known: %s)" % (bad, ", ".join(_PRIORITIES)))
         conf, sections = build_conf(req, name)
-        self.transport = oslo_messaging.get_notification_transport(conf, url=_need(req, "url"))
+        self.url = _need(req, "url")
+        self.transport = oslo_messaging.get_notification_transport(conf, url=self.url)
         targets = [make_target(t) for t in (req.get("targets") or [{"topic": "notifications"}])]
         service = self
         attrs = {p: (lambda prio: lambda _self, ctxt, publisher_id, event_type, payload, metadata:
@@ -627,7 +645,7 @@ class ListenerService(Service):
         self.listener = oslo_messaging.get_notification_listener(
             self.transport, targets, [endpoint], executor="threading", allow_requeue=True,
             pool=req.get("pool"))
-        check_options(conf, sections)
+        self.checked(conf, sections)
 
     def deliver(self, priority, ctxt, publisher_id, event_type, payload, metadata):
         with self.lock:
@@ -648,7 +666,7 @@ class ListenerService(Service):
 
     def start(self, ready_timeout):
         self.listener.start()
-        return wait_ready(self.transport, ready_timeout)
+        return wait_ready(self.transport, ready_timeout, self.url)
 
     def stats(self):
         with self.lock:
