@@ -1,0 +1,135 @@
+//! qpidd flavour: queues, topics, dynamic sources, refusals, over real TCP.
+
+mod common;
+
+use broker::Flavour;
+use common::*;
+use fe2o3_amqp::types::messaging::Outcome;
+
+#[tokio::test]
+async fn queue_store_and_forward_then_round_robin() {
+    let broker = start(Flavour::Qpidd).await;
+    let mut c = connect(&broker).await;
+    let mut s = c.sender("unicast.openstack.t1").await;
+    // Sender first: the message is stored.
+    let o = within("send", s.send("stored")).await.expect("send");
+    assert!(matches!(o, Outcome::Accepted(_)), "outcome {o:?}");
+    let mut r1 = c.receiver("unicast.openstack.t1").await;
+    assert_eq!(recv_text(&mut r1).await, "stored");
+    let mut r2 = c.receiver("unicast.openstack.t1").await;
+    for i in 0..4 {
+        within("send", s.send(format!("m{i}"))).await.expect("send");
+    }
+    let a = [recv_text(&mut r1).await, recv_text(&mut r1).await];
+    let b = [recv_text(&mut r2).await, recv_text(&mut r2).await];
+    let mut all: Vec<String> = a.iter().chain(b.iter()).cloned().collect();
+    all.sort();
+    assert_eq!(all, ["m0", "m1", "m2", "m3"]);
+    let counters = broker.counters();
+    let n = counters.node("unicast.openstack.t1").expect("node counters");
+    assert_eq!(n.kind, "queue");
+    assert_eq!(n.enqueued, 5);
+    assert_eq!(n.delivered, 5);
+    assert_eq!(n.consumers, 2);
+    c.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_copies_to_every_subscriber_presettled() {
+    let broker = start(Flavour::Qpidd).await;
+    let mut c = connect(&broker).await;
+    let mut r1 = c.receiver("broadcast.openstack.t.all").await;
+    let mut r2 = c.receiver("broadcast.openstack.t.all").await;
+    let mut s = c.sender("broadcast.openstack.t.all").await;
+    within("send", s.send("fan")).await.expect("send");
+    assert_eq!(recv_text(&mut r1).await, "fan");
+    assert_eq!(recv_text(&mut r2).await, "fan");
+    let n = broker.counters().nodes["broadcast.openstack.t.all"].clone();
+    assert_eq!((n.kind.as_str(), n.enqueued, n.delivered, n.acked), ("topic", 1, 2, 2));
+    c.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_address_is_not_found_and_connection_survives() {
+    let broker = start(Flavour::Qpidd).await;
+    let mut c = connect(&broker).await;
+    let err = within(
+        "attach",
+        fe2o3_amqp::Receiver::attach(&mut c.session, "nope", "pq-926b6b"),
+    )
+    .await
+    .expect_err("attach must be refused");
+    let text = format!("{err:?}");
+    assert!(text.contains("NotFound") || text.contains("not-found"), "{text}");
+    // Same connection, a new session still works.
+    let mut session = within("begin", fe2o3_amqp::Session::begin(&mut c.conn)).await.expect("begin");
+    let mut s = within("attach", fe2o3_amqp::Sender::attach(&mut session, "ok", "exclusive.x.y"))
+        .await
+        .expect("attach");
+    within("send", s.send("x")).await.expect("send");
+    assert_eq!(broker.counters().connections[0].refused_links, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn dynamic_source_gets_replies_from_another_connection_and_is_deleted() {
+    let broker = start(Flavour::Qpidd).await;
+    let mut c1 = connect(&broker).await;
+    let mut reply = c1.dynamic_receiver().await;
+    let address = reply
+        .source()
+        .as_ref()
+        .and_then(|s| s.address.clone())
+        .expect("dynamic address");
+    assert!(address.contains("_reply-"), "qpidd-style address: {address}");
+    let mut c2 = connect(&broker).await;
+    let mut s = c2.sender(&address).await;
+    within("send", s.send("pong")).await.expect("send");
+    assert_eq!(recv_text(&mut reply).await, "pong");
+    assert!(broker.counters().nodes.contains_key(&address));
+    within("close", reply.close()).await.expect("close");
+    // The temporary queue goes away with its link.
+    within("node deleted", async {
+        while broker.counters().nodes.contains_key(&address) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    c1.close().await;
+    c2.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn credit_granted_later_resumes_delivery() {
+    let broker = start(Flavour::Qpidd).await;
+    let mut c = connect(&broker).await;
+    let mut r = within(
+        "attach",
+        fe2o3_amqp::Receiver::builder()
+            .name("manual")
+            .source("exclusive.credit.q")
+            .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Manual)
+            .attach(&mut c.session),
+    )
+    .await
+    .expect("attach");
+    let mut s = c.sender("exclusive.credit.q").await;
+    for i in 0..3 {
+        within("send", s.send(format!("c{i}"))).await.expect("send");
+    }
+    // No credit yet: nothing delivered.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(broker.counters().nodes["exclusive.credit.q"].delivered, 0);
+    within("credit", r.set_credit(2)).await.expect("credit");
+    assert_eq!(recv_text(&mut r).await, "c0");
+    assert_eq!(recv_text(&mut r).await, "c1");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(broker.counters().nodes["exclusive.credit.q"].delivered, 2, "never beyond credit");
+    within("credit", r.set_credit(1)).await.expect("credit");
+    assert_eq!(recv_text(&mut r).await, "c2");
+    c.close().await;
+    broker.shutdown().await;
+}
