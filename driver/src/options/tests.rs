@@ -1,0 +1,2 @@
+//! Unit tests for options and the INI loader.
+use super::*;

@@ -1,0 +1,2 @@
+//! Unit tests for the wire codec.
+use super::*;
