@@ -1,1 +1,141 @@
-//! placeholder
+//! amqp1-rig driver: an async AMQP 1.0 driver with oslo.messaging semantics,
+//! wire-compatible with the `amqp` driver of oslo.messaging 14.9.3.
+//!
+//! * [`Transport`] owns one AMQP connection (one engine task), reconnects
+//!   with backoff and fails over between the URL's hosts.
+//! * [`RpcClient`] calls and casts; [`RpcServer`] + [`Dispatcher`] serve.
+//! * [`Notifier`] and [`NotificationListener`] send and receive notifications.
+//!
+//! Modules: [`url`] (transport URL), [`options`] (the `[oslo_messaging_amqp]`
+//! options and the INI loader), [`address`] (legacy / routable / rabbitmq
+//! addressing), [`wire`] (message encoding), [`error`].
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use driver::{Config, Dispatcher, Endpoint, RpcClient, RpcServer, Target, Transport};
+//!
+//! let transport = Transport::connect(Config::from_url("amqp://127.0.0.1:5672")?).await?;
+//! let dispatcher = Dispatcher::new().endpoint(
+//!     Endpoint::new().method("echo", |_ctx, args| async move { Ok(serde_json::Value::Object(args)) }),
+//! );
+//! let server = RpcServer::start(&transport, Target::topic("demo").with_server("s1"), dispatcher).await?;
+//! let client = RpcClient::new(&transport, Target::topic("demo"));
+//! let reply = client.call(Default::default(), "echo", serde_json::Map::new()).await?;
+//! println!("{reply}");
+//! server.stop().await;
+//! transport.close().await;
+//! # Ok(()) }
+//! ```
+
+pub mod address;
+mod deliver;
+pub(crate) mod engine;
+pub mod error;
+pub mod notify;
+pub mod options;
+pub mod rpc;
+mod tls;
+pub mod url;
+pub mod wire;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, oneshot};
+
+pub use address::{AddressingKind, Target};
+pub use engine::Event;
+pub use error::{
+    CallError, CallErrorKind, CastError, CastErrorKind, ConnectError, ConnectErrorKind, Error,
+    ListenError, ListenErrorKind, NotifyError, NotifyErrorKind,
+};
+pub use notify::{IncomingNotification, NotificationListener, Notifier};
+pub use options::{AmqpOptions, Config};
+pub use rpc::{Dispatcher, Endpoint, Handler, RpcClient, RpcServer};
+pub use wire::{Map, Notification, NotifyVersion, Priority, RemoteError};
+
+/// A connection to the messaging bus. Cheap to clone; clones share the connection.
+///
+/// Connecting is **eager**: [`Transport::connect`] tries each host of the URL
+/// once (starting from a random one) and returns the error of the last
+/// attempt if none could be opened, so a wrong URL, bad credentials or a
+/// TLS problem is reported at once. After that the transport reconnects on
+/// its own (spec §5) and reports what happens through [`Transport::events`].
+#[derive(Clone)]
+pub struct Transport {
+    pub(crate) shared: Arc<engine::Shared>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("url", &self.shared.config.transport_url.to_string())
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Transport {
+    /// Connects to the first reachable host of `config.transport_url`.
+    ///
+    /// Errors: `InvalidUrl`, `Auth` (SASL refused, `amqp:unauthorized-access`),
+    /// `Tls`, `Io`, `TimedOut` (`connect_timeout`), `Refused`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use driver::{Config, Transport};
+    /// let config = Config::from_url("amqp://user:secret@broker1:5672,broker2:5672/")?;
+    /// let transport = Transport::connect(config).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: Config) -> Result<Transport, ConnectError> {
+        let shared = engine::Engine::start(config).await?;
+        Ok(Transport { shared })
+    }
+
+    /// Subscribes to connection events (connected, disconnected, reconnecting).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(transport: driver::Transport) {
+    /// let mut events = transport.events();
+    /// while let Ok(ev) = events.recv().await {
+    ///     println!("{ev:?}");
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// The configuration this transport was created with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Closes the connection; pending operations fail with `Closed`. Idempotent.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .shared
+            .cmd
+            .send(engine::Command::Close(tx))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Whether [`close`](Self::close) has completed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+}
