@@ -1,0 +1,4 @@
+//! Driver integration tests over real TCP against the embedded broker.
+
+mod common;
+mod rpc;
