@@ -156,8 +156,16 @@ fn write_float(out: &mut String, f: f64) {
     if f.is_sign_negative() {
         out.push('-');
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, e.g. "1.5e-7", "1e16", "0e0".
-    let sci = format!("{:e}", f.abs());
+    // Rust's `{:e}` gives the shortest round-trip digit count, e.g. "1.5e-7", "1e16", "0e0".
+    // When two shortest candidates are equally close (a tie), Rust and Python may pick
+    // different last digits; re-formatting with that many digits in exact mode rounds
+    // half-to-even, which is the string Python's repr produces.
+    let abs = f.abs();
+    let shortest = format!("{abs:e}");
+    let n_digits = shortest
+        .split_once('e')
+        .map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
+    let sci = format!("{:.*e}", n_digits.saturating_sub(1), abs);
     let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
@@ -1029,12 +1037,20 @@ impl IncomingMessage {
     }
 }
 
-/// oslo's `version_is_compatible(imp="2.0", version)`: same major, minor <= 0.
+/// oslo's `version_is_compatible(imp="2.0", version)`: same major, minor <= 0, and no
+/// revision above 0 when the minor is 0 (`2.0.1` is rejected).
 fn envelope_version_ok(version: &str) -> bool {
     let mut parts = version.split('.');
     let major = parts.next().and_then(|p| p.trim().parse::<i64>().ok());
     let minor = parts.next().and_then(|p| p.trim().parse::<i64>().ok());
-    matches!((major, minor), (Some(2), Some(m)) if m <= 0)
+    let rev = match parts.next() {
+        None => Some(0),
+        Some(p) => p.trim().parse::<i64>().ok(),
+    };
+    match (major, minor, rev) {
+        (Some(2), Some(minor), Some(rev)) => minor < 0 || (minor == 0 && rev <= 0),
+        _ => false,
+    }
 }
 
 /// Unwraps an `oslo.version`/`oslo.message` envelope if both keys are present

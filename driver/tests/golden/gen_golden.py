@@ -12,7 +12,10 @@ the Python receiver ignores it, and oslo sends a monotonic-clock value).
 Also writes json_cases.txt: one json.dumps() output per line (ensure_ascii, default
 separators), used to check to_python_json().
 """
+import math
 import os
+import random
+import struct
 import uuid
 
 import proton
@@ -138,6 +141,22 @@ def main():
     with open(os.path.join(HERE, "json_cases.txt"), "w") as f:
         for c in cases:
             f.write(jsonutils.dumps(c) + "\n")
+
+    # 3000 random doubles (fixed seed): random bit patterns, decimal-looking values and
+    # values around the fixed/scientific switch points.
+    rnd = random.Random(20261127)
+    floats = []
+    while len(floats) < 1000:
+        f = struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))[0]
+        if math.isfinite(f):
+            floats.append(f)
+    for _ in range(1000):
+        floats.append(round(rnd.uniform(-1e6, 1e6), rnd.randint(0, 8)))
+    for _ in range(1000):
+        floats.append(rnd.uniform(1, 10) * 10.0 ** rnd.randint(-8, 20))
+    with open(os.path.join(HERE, "float_cases.txt"), "w") as f:
+        for x in floats:
+            f.write(jsonutils.dumps(x) + "\n")
 
 
 if __name__ == "__main__":
