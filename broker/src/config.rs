@@ -93,7 +93,10 @@ impl fmt::Debug for TlsConfig {
         f.debug_struct("TlsConfig")
             .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
             .field("key_pem", &"<redacted>")
-            .field("client_ca_pem", &self.client_ca_pem.as_ref().map(|c| c.len()))
+            .field(
+                "client_ca_pem",
+                &self.client_ca_pem.as_ref().map(|c| c.len()),
+            )
             .finish()
     }
 }
@@ -128,8 +131,9 @@ impl TlsConfig {
     /// Clients must trust [`TlsConfig::cert_pem`] (it is its own CA).
     pub fn self_signed() -> Result<Self, BrokerError> {
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let certified = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| BrokerError::Tls(format!("cannot generate a self-signed certificate: {e}")))?;
+        let certified = rcgen::generate_simple_self_signed(names).map_err(|e| {
+            BrokerError::Tls(format!("cannot generate a self-signed certificate: {e}"))
+        })?;
         Ok(TlsConfig {
             cert_pem: certified.cert.pem(),
             key_pem: certified.signing_key.serialize_pem(),

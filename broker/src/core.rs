@@ -16,9 +16,7 @@ use fe2o3_amqp::acceptor::{
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::SendError;
 use fe2o3_amqp::types::definitions::{self, Fields, Role, SenderSettleMode};
-use fe2o3_amqp::types::messaging::{
-    Body, Modified, Outcome, Source, Target, TargetArchetype,
-};
+use fe2o3_amqp::types::messaging::{Body, Modified, Outcome, Source, Target, TargetArchetype};
 use fe2o3_amqp::types::performatives::Attach;
 use fe2o3_amqp::types::primitives::{Array, Symbol, Value};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
@@ -208,7 +206,11 @@ fn compile(patterns: &[String], what: &str) -> Result<Vec<Regex>, BrokerError> {
     patterns
         .iter()
         .map(|p| {
-            Regex::new(p).map_err(|e| BrokerError::Config(format!("{what} `{p}` is not a valid regular expression: {e}")))
+            Regex::new(p).map_err(|e| {
+                BrokerError::Config(format!(
+                    "{what} `{p}` is not a valid regular expression: {e}"
+                ))
+            })
         })
         .collect()
 }
@@ -290,11 +292,14 @@ impl Core {
         let queue_res = compile(&config.queue_patterns, "queue pattern")?;
         let topic_res = compile(&config.topic_patterns, "topic pattern")?;
         let flavour = config.flavour;
-        let container_id = config.container_id.clone().unwrap_or_else(|| match flavour {
-            Flavour::Qpidd => format!("qpidd-{}", random_suffix(8)),
-            Flavour::Router => format!("router-{}", random_suffix(8)),
-            Flavour::Rabbitmq3 => "rabbit@localhost".to_string(),
-        });
+        let container_id = config
+            .container_id
+            .clone()
+            .unwrap_or_else(|| match flavour {
+                Flavour::Qpidd => format!("qpidd-{}", random_suffix(8)),
+                Flavour::Router => format!("router-{}", random_suffix(8)),
+                Flavour::Rabbitmq3 => "rabbit@localhost".to_string(),
+            });
         let router_id = container_id.clone();
 
         let make_builder = || {
@@ -342,7 +347,13 @@ impl Core {
         };
         if flavour == Flavour::Qpidd {
             for name in ["amq.topic", "amq.fanout"] {
-                core.insert_node(Node::new(name.to_string(), NodeKind::Topic, false, true, None));
+                core.insert_node(Node::new(
+                    name.to_string(),
+                    NodeKind::Topic,
+                    false,
+                    true,
+                    None,
+                ));
             }
         }
         Ok(Arc::new(core))
@@ -498,7 +509,11 @@ impl Core {
                     name
                 }
                 Flavour::Router => {
-                    format!("amqp:/_topo/0/{}/temp.{}", self.router_id, random_suffix(12))
+                    format!(
+                        "amqp:/_topo/0/{}/temp.{}",
+                        self.router_id,
+                        random_suffix(12)
+                    )
                 }
             };
             let node = match self.flavour {
@@ -607,8 +622,13 @@ async fn serve_socket(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
 const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
 const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
 
-async fn serve_amqp<S>(core: &Arc<Core>, id: u64, peer: SocketAddr, ctl: &Arc<StreamCtl>, mut stream: S)
-where
+async fn serve_amqp<S>(
+    core: &Arc<Core>,
+    id: u64,
+    peer: SocketAddr,
+    ctl: &Arc<StreamCtl>,
+    mut stream: S,
+) where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let mut header = [0u8; 8];
@@ -659,9 +679,7 @@ where
     });
     tracing::debug!(%peer, id, "connection open");
     run_connection(core, &ctx, &mut conn).await;
-    if core.shutdown.is_cancelled() && !ctl.is_killed() {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
-    } else {
+    if !ctl.is_killed() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
     }
     stats.open.store(false, Ordering::Relaxed);
@@ -744,7 +762,11 @@ async fn handle_attach(
             } else {
                 attach.target = None;
             }
-            match core.link_acceptor.accept_incoming_attach(attach, session).await {
+            match core
+                .link_acceptor
+                .accept_incoming_attach(attach, session)
+                .await
+            {
                 Ok(LinkEndpoint::Sender(s)) => {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.close_with_error(e)).await;
                 }
@@ -775,7 +797,11 @@ async fn handle_attach(
         .as_ref()
         .map(|n| n.name.clone())
         .unwrap_or_default();
-    let endpoint = match core.link_acceptor.accept_incoming_attach(attach, session).await {
+    let endpoint = match core
+        .link_acceptor
+        .accept_incoming_attach(attach, session)
+        .await
+    {
         Ok(ep) => ep,
         Err(e) => {
             tracing::info!(%e, "link attach failed");
@@ -824,7 +850,8 @@ async fn handle_attach(
 // Producers: the broker receives
 // ---------------------------------------------------------------------------
 
-type PendingReply = Pin<Box<dyn Future<Output = (DeliveryInfo, Arc<Node>, Option<Outcome>)> + Send>>;
+type PendingReply =
+    Pin<Box<dyn Future<Output = (DeliveryInfo, Arc<Node>, Option<Outcome>)> + Send>>;
 
 async fn run_producer(
     core: &Arc<Core>,
@@ -1113,7 +1140,8 @@ async fn run_consumer(
                 if presettled_out {
                     inc(&node.stats.acked);
                     if let Some(tx) = item.reply {
-                        let _ = tx.send(Outcome::Accepted(fe2o3_amqp::types::messaging::Accepted {}));
+                        let _ =
+                            tx.send(Outcome::Accepted(fe2o3_amqp::types::messaging::Accepted {}));
                     }
                 } else {
                     seq += 1;

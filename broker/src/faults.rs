@@ -165,7 +165,9 @@ impl Faults {
         let links = lock(&self.state.links);
         let mut n = 0;
         for l in links.values().filter(|l| l.address == address) {
-            let _ = l.close.send(crate::node::amqp_error(condition, description));
+            let _ = l
+                .close
+                .send(crate::node::amqp_error(condition, description));
             n += 1;
         }
         tracing::info!(address, n, "fault: closing links");

@@ -122,7 +122,9 @@ impl Broker {
             let _ = t.await;
         }
         if !self.core.tasks.wait_idle(Duration::from_secs(5)).await {
-            tracing::warn!("embedded broker: some tasks did not stop within 5 s; dropping connections");
+            tracing::warn!(
+                "embedded broker: some tasks did not stop within 5 s; dropping connections"
+            );
             self.core.faults.kill_all();
             let _ = self.core.tasks.wait_idle(Duration::from_secs(2)).await;
         }

@@ -137,10 +137,11 @@ impl Backlog {
     }
 
     /// Pushes one message; returns the number of pre-settled messages dropped because the
-    /// backlog passed `drop_threshold` (router behaviour), or `None` when closed.
-    fn push(&self, item: Stored, drop_threshold: Option<usize>) -> Result<u64, Stored> {
+    /// backlog passed `drop_threshold` (router behaviour), or `None` when closed (the
+    /// message is then dropped, and with it its reply channel: the producer sees `released`).
+    fn push(&self, item: Stored, drop_threshold: Option<usize>) -> Option<u64> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(item);
+            return None;
         }
         let mut dropped = 0;
         {
@@ -155,7 +156,7 @@ impl Backlog {
             q.push_back(item);
         }
         self.notify.notify_one();
-        Ok(dropped)
+        Some(dropped)
     }
 
     /// Waits for the next message.
@@ -413,17 +414,15 @@ impl Node {
 
     fn push_to(&self, b: &Arc<Backlog>, item: Stored) {
         match b.push(item, self.drop_threshold) {
-            Ok(0) => {}
-            Ok(n) => {
+            Some(0) => {}
+            Some(n) => {
                 for _ in 0..n {
                     inc(&self.stats.dropped);
                 }
                 tracing::debug!(node = %self.name, n, "router backlog overflow: dropped pre-settled deliveries");
             }
-            Err(item) => {
-                // The consumer went away in between: its reply (if any) is dropped,
-                // which the producer sees as `released`.
-                drop(item);
+            None => {
+                // The consumer went away in between.
                 inc(&self.stats.released);
             }
         }

@@ -32,7 +32,8 @@ impl SettledSet {
 
     /// Forgets everything of one link.
     pub(crate) fn forget_link(&self, channel: u16, handle: u32) {
-        self.lock().retain(|(c, h, _)| !(*c == channel && *h == handle));
+        self.lock()
+            .retain(|(c, h, _)| !(*c == channel && *h == handle));
     }
 }
 
@@ -73,8 +74,12 @@ impl Scanner {
                             self.head.clear();
                             continue;
                         }
-                        let size = u32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]])
-                            as usize;
+                        let size = u32::from_be_bytes([
+                            self.head[0],
+                            self.head[1],
+                            self.head[2],
+                            self.head[3],
+                        ]) as usize;
                         let doff = self.head[4] as usize * 4;
                         let ftype = self.head[5];
                         let channel = u16::from_be_bytes([self.head[6], self.head[7]]);
@@ -337,8 +342,8 @@ mod tests {
     fn finds_presettled_transfer() {
         // transfer [handle=1, delivery-id=7, tag=vbin8 "ab", format=0, settled=true]
         let body = [
-            0x00, 0x53, 0x14, 0xc0, 0x0b, 0x05, 0x52, 0x01, 0x52, 0x07, 0xa0, 0x02, b'a', b'b', 0x43,
-            0x41,
+            0x00, 0x53, 0x14, 0xc0, 0x0b, 0x05, 0x52, 0x01, 0x52, 0x07, 0xa0, 0x02, b'a', b'b',
+            0x43, 0x41,
         ];
         assert_eq!(presettled_transfer(&body), Some((1, 7)));
         let mut unsettled = body;

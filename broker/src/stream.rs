@@ -66,7 +66,10 @@ impl<S> BrokerStream<S> {
 }
 
 fn killed_error() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by fault injection")
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by fault injection",
+    )
 }
 
 /// Returns Pending while the broker is paused, arranging a wake-up at the end of the pause.

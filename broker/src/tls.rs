@@ -10,7 +10,9 @@ fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, BrokerEr
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_bytes()).collect();
     let certs = certs.map_err(|e| BrokerError::Tls(format!("{what}: invalid PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(BrokerError::Tls(format!("{what}: no certificate found in PEM")));
+        return Err(BrokerError::Tls(format!(
+            "{what}: no certificate found in PEM"
+        )));
     }
     Ok(certs)
 }
@@ -34,16 +36,21 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, Bro
                     .add(c)
                     .map_err(|e| BrokerError::Tls(format!("client CA: {e}")))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| BrokerError::Tls(format!("client CA: {e}")))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| BrokerError::Tls(format!("client CA: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let config = builder
-        .with_single_cert(certs(&tls.cert_pem, "server certificate")?, key(&tls.key_pem)?)
+        .with_single_cert(
+            certs(&tls.cert_pem, "server certificate")?,
+            key(&tls.key_pem)?,
+        )
         .map_err(|e| BrokerError::Tls(format!("server certificate/key: {e}")))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -26,7 +26,9 @@ async fn queue_store_and_forward_then_round_robin() {
     all.sort();
     assert_eq!(all, ["m0", "m1", "m2", "m3"]);
     let counters = broker.counters();
-    let n = counters.node("unicast.openstack.t1").expect("node counters");
+    let n = counters
+        .node("unicast.openstack.t1")
+        .expect("node counters");
     assert_eq!(n.kind, "queue");
     assert_eq!(n.enqueued, 5);
     assert_eq!(n.delivered, 5);
@@ -46,7 +48,10 @@ async fn topic_copies_to_every_subscriber_presettled() {
     assert_eq!(recv_text(&mut r1).await, "fan");
     assert_eq!(recv_text(&mut r2).await, "fan");
     let n = broker.counters().nodes["broadcast.openstack.t.all"].clone();
-    assert_eq!((n.kind.as_str(), n.enqueued, n.delivered, n.acked), ("topic", 1, 2, 2));
+    assert_eq!(
+        (n.kind.as_str(), n.enqueued, n.delivered, n.acked),
+        ("topic", 1, 2, 2)
+    );
     c.close().await;
     broker.shutdown().await;
 }
@@ -62,12 +67,20 @@ async fn unknown_address_is_not_found_and_connection_survives() {
     .await
     .expect_err("attach must be refused");
     let text = format!("{err:?}");
-    assert!(text.contains("NotFound") || text.contains("not-found"), "{text}");
+    assert!(
+        text.contains("NotFound") || text.contains("not-found"),
+        "{text}"
+    );
     // Same connection, a new session still works.
-    let mut session = within("begin", fe2o3_amqp::Session::begin(&mut c.conn)).await.expect("begin");
-    let mut s = within("attach", fe2o3_amqp::Sender::attach(&mut session, "ok", "exclusive.x.y"))
+    let mut session = within("begin", fe2o3_amqp::Session::begin(&mut c.conn))
         .await
-        .expect("attach");
+        .expect("begin");
+    let mut s = within(
+        "attach",
+        fe2o3_amqp::Sender::attach(&mut session, "ok", "exclusive.x.y"),
+    )
+    .await
+    .expect("attach");
     within("send", s.send("x")).await.expect("send");
     assert_eq!(broker.counters().connections[0].refused_links, 1);
     broker.shutdown().await;
@@ -83,7 +96,10 @@ async fn dynamic_source_gets_replies_from_another_connection_and_is_deleted() {
         .as_ref()
         .and_then(|s| s.address.clone())
         .expect("dynamic address");
-    assert!(address.contains("_reply-"), "qpidd-style address: {address}");
+    assert!(
+        address.contains("_reply-"),
+        "qpidd-style address: {address}"
+    );
     let mut c2 = connect(&broker).await;
     let mut s = c2.sender(&address).await;
     within("send", s.send("pong")).await.expect("send");
@@ -127,7 +143,11 @@ async fn credit_granted_later_resumes_delivery() {
     assert_eq!(recv_text(&mut r).await, "c0");
     assert_eq!(recv_text(&mut r).await, "c1");
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(broker.counters().nodes["exclusive.credit.q"].delivered, 2, "never beyond credit");
+    assert_eq!(
+        broker.counters().nodes["exclusive.credit.q"].delivered,
+        2,
+        "never beyond credit"
+    );
     within("credit", r.set_credit(1)).await.expect("credit");
     assert_eq!(recv_text(&mut r).await, "c2");
     c.close().await;

@@ -24,14 +24,21 @@ async fn dynamic_source_ends_the_session_but_not_the_connection() {
     let ended = within("session end", c.session.end()).await;
     let ended = format!("{ended:?}");
     assert!(
-        ended.contains("NotImplemented") || ended.contains("not-implemented") || text.contains("NotImplemented"),
+        ended.contains("NotImplemented")
+            || ended.contains("not-implemented")
+            || text.contains("NotImplemented"),
         "attach error {text}; end {ended}"
     );
     // The connection survives: a new session works.
-    let mut session = within("begin", fe2o3_amqp::Session::begin(&mut c.conn)).await.expect("begin");
-    let mut s = within("attach", fe2o3_amqp::Sender::attach(&mut session, "q", "/queue/after"))
+    let mut session = within("begin", fe2o3_amqp::Session::begin(&mut c.conn))
         .await
-        .expect("attach");
+        .expect("begin");
+    let mut s = within(
+        "attach",
+        fe2o3_amqp::Sender::attach(&mut session, "q", "/queue/after"),
+    )
+    .await
+    .expect("attach");
     within("send", s.send("ok")).await.expect("send");
     assert_eq!(broker.counters().nodes["after"].enqueued, 1);
     broker.shutdown().await;
@@ -43,12 +50,19 @@ async fn routable_oslo_address_is_invalid_field() {
     let mut c = connect(&broker).await;
     let _err = within(
         "attach",
-        fe2o3_amqp::Sender::attach(&mut c.session, "s", "openstack.org/om/rpc/anycast/openstack/t"),
+        fe2o3_amqp::Sender::attach(
+            &mut c.session,
+            "s",
+            "openstack.org/om/rpc/anycast/openstack/t",
+        ),
     )
     .await
     .expect_err("refused");
     let ended = format!("{:?}", within("session end", c.session.end()).await);
-    assert!(ended.contains("InvalidField") || ended.contains("invalid-field"), "{ended}");
+    assert!(
+        ended.contains("InvalidField") || ended.contains("invalid-field"),
+        "{ended}"
+    );
     assert_eq!(broker.counters().connections[0].refused_links, 1);
     broker.shutdown().await;
 }

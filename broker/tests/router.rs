@@ -73,7 +73,10 @@ async fn multicast_copies_and_dynamic_reply_address() {
     let mut rs = other.sender(&address).await;
     let send = tokio::spawn(async move { rs.send("reply").await });
     assert_eq!(recv_text(&mut reply).await, "reply");
-    assert!(matches!(within("outcome", send).await.expect("join"), Ok(Outcome::Accepted(_))));
+    assert!(matches!(
+        within("outcome", send).await.expect("join"),
+        Ok(Outcome::Accepted(_))
+    ));
     c.close().await;
     other.close().await;
     broker.shutdown().await;
@@ -97,7 +100,9 @@ async fn presettled_backlog_overflow_is_dropped_and_counted() {
     let mut s = producer.sender(ANYCAST).await;
     const N: u64 = 700;
     for i in 0..N {
-        within("send", s.send(presettled(&format!("p{i}")))).await.expect("send");
+        within("send", s.send(presettled(&format!("p{i}"))))
+            .await
+            .expect("send");
     }
     let dropped = within("drops", async {
         loop {
@@ -112,14 +117,20 @@ async fn presettled_backlog_overflow_is_dropped_and_counted() {
     .await;
     assert!(dropped >= 250, "dropped {dropped}");
     let remaining = N - dropped;
-    within("credit", r.set_credit(remaining as u32)).await.expect("credit");
+    within("credit", r.set_credit(remaining as u32))
+        .await
+        .expect("credit");
     let mut got = 0;
     while got < remaining {
         let d: Delivery<Value> = within("recv", r.recv()).await.expect("recv");
         within("accept", r.accept(&d)).await.expect("accept");
         got += 1;
     }
-    assert_eq!(got + dropped, N, "every message is either delivered or counted as dropped");
+    assert_eq!(
+        got + dropped,
+        N,
+        "every message is either delivered or counted as dropped"
+    );
     consumer.close().await;
     producer.close().await;
     broker.shutdown().await;

@@ -71,7 +71,11 @@ impl Client {
     pub async fn sender(&mut self, address: &str) -> Sender {
         within(
             "sender attach",
-            Sender::attach(&mut self.session, format!("s-{}", uuid::Uuid::new_v4()), address),
+            Sender::attach(
+                &mut self.session,
+                format!("s-{}", uuid::Uuid::new_v4()),
+                address,
+            ),
         )
         .await
         .expect("sender attach")
@@ -80,7 +84,11 @@ impl Client {
     pub async fn receiver(&mut self, address: &str) -> Receiver {
         within(
             "receiver attach",
-            Receiver::attach(&mut self.session, format!("r-{}", uuid::Uuid::new_v4()), address),
+            Receiver::attach(
+                &mut self.session,
+                format!("r-{}", uuid::Uuid::new_v4()),
+                address,
+            ),
         )
         .await
         .expect("receiver attach")
