@@ -1,0 +1,259 @@
+//! The process backend against real processes: the embedded broker run as a process
+//! (`harness broker serve`), a fake broker script that never becomes ready, and real RabbitMQ when
+//! `rabbitmq-server` is installed. Checks readiness (an AMQP Open), the broker's log in errors and reports,
+//! the fault operations (kill, restart, pause/resume) and that nothing is left behind (processes, ports,
+//! directories) after stop, after drop and after a failed start.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use harness::backend::process::{ProcessBackend, ProcessNode};
+use harness::backend::{
+    wait_ready, Backend, BackendError, BrokerKind, BrokerNode, BrokerSpec, User,
+};
+
+const T: Duration = Duration::from_secs(60);
+
+fn templates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates")
+}
+
+fn backend() -> ProcessBackend {
+    ProcessBackend::new().with_harness_exe(env!("CARGO_BIN_EXE_harness"))
+}
+
+fn alive(pid: u32) -> bool {
+    // Reaped processes disappear from /proc; a zombie would still be listed (and would be a bug here).
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn gone(pid: u32) -> bool {
+    // The group is SIGKILLed synchronously; grandchildren may need a moment to be reaped by init.
+    for _ in 0..100 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn refused(port: u16) -> bool {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn start(spec: &BrokerSpec) -> Vec<ProcessNode> {
+    tokio::time::timeout(T, backend().start_nodes(spec))
+        .await
+        .expect("start within the timeout")
+        .expect("nodes start")
+}
+
+#[tokio::test]
+async fn embedded_as_process_ready_faults_and_cleanup() {
+    let mut spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
+    spec.flavour = Some("qpidd".into());
+    spec.nodes = 2;
+    let t0 = Instant::now();
+    let nodes = start(&spec).await;
+    eprintln!(
+        "embedded broker as a process: 2 nodes ready in {:.3} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(nodes.len(), 2);
+    assert_ne!(nodes[0].url(), nodes[1].url());
+    assert_eq!(nodes[0].name(), "node0");
+    assert_eq!(nodes[0].product(), "embedded qpidd (process)");
+    assert!(
+        nodes[0].logs().contains("ready after"),
+        "{}",
+        nodes[0].logs()
+    );
+
+    let n = &nodes[0];
+    let port = n.layout().port;
+    let url = n.url();
+
+    // pause: the socket accepts (kernel backlog) but no AMQP Open completes.
+    n.pause().await.expect("pause");
+    assert!(wait_ready(&url, Duration::from_millis(700)).await.is_err());
+    n.resume().await.expect("resume");
+    wait_ready(&url, T).await.expect("ready again after resume");
+
+    // kill: the process and its port are gone; restart: same port, ready again.
+    let pid = n.pid().expect("running");
+    n.kill().await.expect("kill");
+    assert!(gone(pid).await, "pid {pid} still alive after kill");
+    assert!(refused(port).await, "port {port} still open after kill");
+    tokio::time::timeout(T, n.restart())
+        .await
+        .expect("restart within timeout")
+        .expect("restart");
+    assert_eq!(n.layout().port, port);
+    wait_ready(&url, T).await.expect("ready after restart");
+    assert!(n.logs().contains("restarted"), "{}", n.logs());
+
+    // stop (orderly) and drop (no stop): both leave no process, port or directory behind.
+    let (pid0, dir0) = (n.pid().expect("running"), n.dir().to_path_buf());
+    let (pid1, dir1, port1) = (
+        nodes[1].pid().expect("running"),
+        nodes[1].dir().to_path_buf(),
+        nodes[1].layout().port,
+    );
+    tokio::time::timeout(T, n.stop())
+        .await
+        .expect("stop in time");
+    assert!(gone(pid0).await);
+    assert!(refused(port).await);
+    drop(nodes);
+    assert!(gone(pid1).await, "dropped node's process survived");
+    assert!(refused(port1).await);
+    assert!(!dir0.exists() && !dir1.exists(), "node directories left");
+}
+
+#[tokio::test]
+async fn a_broker_that_exits_reports_its_output() {
+    let mut spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
+    spec.flavour = Some("no-such-flavour".into());
+    let err = tokio::time::timeout(T, backend().start_nodes(&spec))
+        .await
+        .expect("fails within the timeout")
+        .expect_err("an unknown flavour cannot start");
+    let msg = err.to_string();
+    assert!(matches!(err, BackendError::Start { .. }), "{msg}");
+    assert!(msg.contains("exited with"), "{msg}");
+    assert!(
+        msg.contains("no-such-flavour"),
+        "broker output missing: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_never_gets_ready_times_out_with_its_log_and_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("pids");
+    let script = dir.path().join("qpidd");
+    // A "qpidd" that logs, starts a grandchild, and never listens.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"fake qpidd starting with $*\"\nsleep 600 &\necho $$ $! > {}\nwait\n",
+            pidfile.display()
+        ),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mut spec = BrokerSpec::new(BrokerKind::Qpidd, templates_dir());
+    spec.overrides.insert("ready_timeout".into(), "2".into());
+    let b = ProcessBackend::new().with_binary(BrokerKind::Qpidd, &script);
+    let err = tokio::time::timeout(T, b.start_nodes(&spec))
+        .await
+        .expect("fails within the timeout")
+        .expect_err("never ready");
+    let msg = err.to_string();
+    assert!(matches!(err, BackendError::NotReady { .. }), "{msg}");
+    assert!(msg.contains("fake qpidd starting with --config"), "{msg}");
+    assert!(msg.contains("qpidd.conf"), "{msg}");
+    let pids = std::fs::read_to_string(&pidfile).expect("script wrote its pids");
+    for pid in pids.split_whitespace() {
+        let pid: u32 = pid.parse().expect("pid");
+        assert!(
+            gone(pid).await,
+            "process {pid} of the failed broker survived"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_binaries_are_reported_not_panicked() {
+    let spec = BrokerSpec::new(BrokerKind::Qdrouterd, templates_dir());
+    let b = ProcessBackend::new().with_binary(BrokerKind::Qdrouterd, "/nonexistent/qdrouterd");
+    let msg = b
+        .start_nodes(&spec)
+        .await
+        .expect_err("no binary")
+        .to_string();
+    assert!(msg.contains("/nonexistent/qdrouterd"), "{msg}");
+    assert!(msg.contains("process"), "{msg}");
+}
+
+/// Real RabbitMQ (Debian's 3.10 in CI): a private node with a SASL user, its log, kill/restart, a
+/// RabbitMQ-only fault (drop connections via rabbitmqctl) and full cleanup including its private epmd.
+#[tokio::test]
+async fn rabbitmq_private_node() {
+    if let Err(why) = backend().available(BrokerKind::Rabbitmq) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir());
+    spec.users = vec![User {
+        name: "rig".into(),
+        password: "s3cret:/@".into(),
+    }];
+    let t0 = Instant::now();
+    let nodes = tokio::time::timeout(Duration::from_secs(120), backend().start_nodes(&spec))
+        .await
+        .expect("start within the timeout")
+        .expect("rabbitmq starts");
+    eprintln!("rabbitmq: ready in {:.2} s", t0.elapsed().as_secs_f64());
+    let n = &nodes[0];
+    assert_eq!(n.product(), "rabbitmq");
+    let url = n.url();
+    assert!(
+        url.starts_with("amqp://rig:s3cret%3A%2F%40@127.0.0.1:"),
+        "{url}"
+    );
+    let logs = n.logs();
+    assert!(logs.contains("Server startup complete"), "{logs}");
+    assert!(logs.contains("rabbitmq_amqp1_0"), "{logs}");
+    assert!(
+        logs.contains(&format!(
+            "started TCP listener on 127.0.0.1:{}",
+            n.layout().port
+        )),
+        "{logs}"
+    );
+
+    // Wrong credentials are refused: the node really authenticates (no guest, no anonymous).
+    let bad = format!("amqp://rig:wrong@127.0.0.1:{}", n.layout().port);
+    assert!(wait_ready(&bad, Duration::from_secs(2)).await.is_err());
+
+    n.drop_connections().await.expect("close_all_connections");
+
+    let (pid, epmd, dir) = (
+        n.pid().expect("running"),
+        n.epmd_pid(),
+        n.dir().to_path_buf(),
+    );
+    n.kill().await.expect("kill");
+    assert!(gone(pid).await);
+    let t1 = Instant::now();
+    tokio::time::timeout(Duration::from_secs(120), n.restart())
+        .await
+        .expect("restart in time")
+        .expect("restart");
+    eprintln!("rabbitmq: restarted in {:.2} s", t1.elapsed().as_secs_f64());
+    wait_ready(&url, T).await.expect("ready after restart");
+
+    let pid = n.pid().expect("running");
+    tokio::time::timeout(Duration::from_secs(60), n.stop())
+        .await
+        .expect("stop in time");
+    assert!(n.logs().contains("queues at stop"), "{}", n.logs());
+    assert!(gone(pid).await);
+    if let Some(epmd) = epmd {
+        assert!(gone(epmd).await, "private epmd survived");
+    }
+    drop(nodes);
+    assert!(!dir.exists());
+}
