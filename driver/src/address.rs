@@ -272,9 +272,10 @@ impl Addresser {
     }
 
     fn routable(&self, t: &Target, service: Service, tag: &str, server: bool) -> String {
+        // oslo builds "<prefix>/<tag>" as one part, so an empty tag leaves a trailing "/".
         let prefix = match service {
-            Service::Rpc => &self.rpc_prefix,
-            Service::Notify => &self.notify_prefix,
+            Service::Rpc => format!("{}/{tag}", self.rpc_prefix),
+            Service::Notify => format!("{}/{tag}", self.notify_prefix),
         };
         let server = if server {
             t.server.as_deref().unwrap_or("")
@@ -284,8 +285,7 @@ impl Addresser {
         join(
             "/",
             &[
-                prefix,
-                tag,
+                &prefix,
                 self.vh(),
                 self.routable_exchange(t, service),
                 &t.topic,
