@@ -5,6 +5,15 @@
 //! the broker(s) the scenario names, [`runner`] executes the steps and records a [`transcript`], which
 //! [`snapshot`] compares with `scenarios/snapshots/<name>.snap`; [`report`] renders the outcome.
 
+pub mod app;
 pub mod backend;
+pub mod cli;
 pub mod exit_code;
+pub mod matrix;
+pub mod peer;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod snapshot;
 pub mod templates;
+pub mod transcript;

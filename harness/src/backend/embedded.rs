@@ -3,11 +3,47 @@
 //! Every node is a `broker::Broker` on its own 127.0.0.1 port. `kill` shuts the node down, `restart` starts
 //! it again on the same port, `pause`/`resume` and `drop_connections` use the broker's fault hooks.
 
-use super::{Backend, BackendError, BoxFuture, BrokerHandle, BrokerKind, BrokerSpec};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use broker::{Broker, BrokerConfig, Flavour, TlsConfig};
+
+use super::{Backend, BackendError, BoxFuture, BrokerHandle, BrokerKind, BrokerNode, BrokerSpec};
 
 /// The embedded backend (always available).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmbeddedBackend;
+
+/// Parses an embedded flavour name (`qpidd` when `None`).
+pub fn flavour(name: Option<&str>) -> Result<Flavour, String> {
+    let name = name.unwrap_or("qpidd");
+    name.parse::<Flavour>().map_err(|_| {
+        format!("unknown embedded flavour '{name}' (expected one of: qpidd, router, rabbitmq3)")
+    })
+}
+
+fn config_for(spec: &BrokerSpec) -> Result<BrokerConfig, BackendError> {
+    let fl = flavour(spec.flavour.as_deref()).map_err(|reason| BackendError::Unavailable {
+        backend: "embedded",
+        kind: spec.label(),
+        reason,
+    })?;
+    let mut cfg = BrokerConfig::for_flavour(fl);
+    cfg.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    for u in &spec.users {
+        cfg.users.push((u.name.clone(), u.password.clone()));
+    }
+    cfg.allow_anonymous = spec.users.is_empty();
+    if spec.tls {
+        let tls = TlsConfig::self_signed().map_err(|e| BackendError::Start {
+            message: e.to_string(),
+            log_tail: String::new(),
+        })?;
+        cfg.tls = Some(tls);
+    }
+    Ok(cfg)
+}
 
 impl Backend for EmbeddedBackend {
     fn name(&self) -> &'static str {
@@ -28,11 +64,204 @@ impl Backend for EmbeddedBackend {
         spec: &'a BrokerSpec,
     ) -> BoxFuture<'a, Result<BrokerHandle, BackendError>> {
         Box::pin(async move {
-            Err(BackendError::Unavailable {
-                backend: "embedded",
-                kind: spec.label(),
-                reason: "the broker crate is not ready yet".to_string(),
+            if let Err(reason) = self.available(spec.kind) {
+                return Err(BackendError::Unavailable {
+                    backend: "embedded",
+                    kind: spec.label(),
+                    reason,
+                });
+            }
+            let base = config_for(spec)?;
+            let mut nodes: Vec<Box<dyn BrokerNode>> = Vec::new();
+            for i in 0..spec.nodes.max(1) {
+                let mut cfg = base.clone();
+                cfg.container_id = Some(format!("node{i}"));
+                let broker = Broker::start(cfg.clone())
+                    .await
+                    .map_err(|e| BackendError::Start {
+                        message: e.to_string(),
+                        log_tail: String::new(),
+                    })?;
+                // Restarts reuse the same port.
+                cfg.bind = broker.local_addr();
+                let creds = spec
+                    .users
+                    .first()
+                    .map(|u| (u.name.clone(), u.password.clone()));
+                nodes.push(Box::new(EmbeddedNode {
+                    name: format!("node{i}"),
+                    addr: broker.local_addr(),
+                    tls: spec.tls,
+                    creds,
+                    config: cfg,
+                    broker: Mutex::new(Some(broker)),
+                }));
+            }
+            Ok(BrokerHandle { nodes })
+        })
+    }
+}
+
+/// One embedded broker node.
+struct EmbeddedNode {
+    name: String,
+    addr: SocketAddr,
+    tls: bool,
+    creds: Option<(String, String)>,
+    config: BrokerConfig,
+    broker: Mutex<Option<Broker>>,
+}
+
+impl EmbeddedNode {
+    fn take(&self) -> Option<Broker> {
+        self.broker.lock().ok().and_then(|mut b| b.take())
+    }
+
+    fn faults(&self) -> Option<broker::Faults> {
+        self.broker
+            .lock()
+            .ok()
+            .and_then(|b| b.as_ref().map(Broker::faults))
+    }
+
+    fn fault_err(&self, op: &str) -> BackendError {
+        BackendError::Fault {
+            op: op.into(),
+            node: self.name.clone(),
+            message: "the node is not running".into(),
+        }
+    }
+}
+
+impl BrokerNode for EmbeddedNode {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn url(&self) -> String {
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        match &self.creds {
+            Some((u, p)) => format!("{scheme}://{u}:{p}@{}", self.addr),
+            None => format!("{scheme}://{}", self.addr),
+        }
+    }
+
+    fn product(&self) -> String {
+        format!("embedded {}", self.config.flavour.as_str())
+    }
+
+    fn kill(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            if let Some(b) = self.take() {
+                b.faults().drop_connections();
+                b.shutdown().await;
+            }
+            Ok(())
+        })
+    }
+
+    fn restart(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            if let Some(b) = self.take() {
+                b.shutdown().await;
+            }
+            let mut last = String::new();
+            for _ in 0..50 {
+                match Broker::start(self.config.clone()).await {
+                    Ok(b) => {
+                        if let Ok(mut slot) = self.broker.lock() {
+                            *slot = Some(b);
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(BackendError::Fault {
+                op: "restart".into(),
+                node: self.name.clone(),
+                message: last,
             })
         })
     }
+
+    fn pause(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            let f = self.faults().ok_or_else(|| self.fault_err("pause"))?;
+            f.pause(Duration::from_secs(3600));
+            Ok(())
+        })
+    }
+
+    fn resume(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            let f = self.faults().ok_or_else(|| self.fault_err("resume"))?;
+            f.resume();
+            Ok(())
+        })
+    }
+
+    fn drop_connections(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            let f = self
+                .faults()
+                .ok_or_else(|| self.fault_err("drop_connections"))?;
+            f.drop_connections();
+            Ok(())
+        })
+    }
+
+    fn counters(&self) -> Option<serde_json::Value> {
+        let b = self.broker.lock().ok()?;
+        let c = b.as_ref()?.counters();
+        serde_json::to_value(&c).ok()
+    }
+
+    fn logs(&self) -> String {
+        String::new()
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(b) = self.take() {
+                b.shutdown().await;
+            }
+        })
+    }
+}
+
+/// `harness broker serve`: runs one embedded broker until Ctrl-C, printing its URL on one line.
+pub async fn serve(
+    flavour_name: &str,
+    port: u16,
+    users: &[String],
+    tls: bool,
+) -> Result<(), BackendError> {
+    let mut spec = BrokerSpec::new(BrokerKind::Embedded, "templates");
+    spec.flavour = Some(flavour_name.to_string());
+    spec.tls = tls;
+    for u in users {
+        let (name, password) = u.split_once(':').ok_or_else(|| BackendError::Start {
+            message: format!(
+                "--user expects USER:PASSWORD, got '{}'",
+                u.split(':').next().unwrap_or("")
+            ),
+            log_tail: String::new(),
+        })?;
+        spec.users.push(super::User {
+            name: name.into(),
+            password: password.into(),
+        });
+    }
+    let mut cfg = config_for(&spec)?;
+    cfg.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    let broker = Broker::start(cfg).await.map_err(|e| BackendError::Start {
+        message: e.to_string(),
+        log_tail: String::new(),
+    })?;
+    println!("{}", broker.url());
+    let _ = tokio::signal::ctrl_c().await;
+    broker.shutdown().await;
+    Ok(())
 }

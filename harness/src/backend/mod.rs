@@ -333,6 +333,15 @@ pub trait BrokerNode: Send + Sync {
     fn stop(&self) -> BoxFuture<'_, ()>;
 }
 
+impl fmt::Debug for dyn BrokerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerNode")
+            .field("name", &self.name())
+            .field("product", &self.product())
+            .finish()
+    }
+}
+
 /// The running broker of one scenario: one or more nodes.
 pub struct BrokerHandle {
     /// The nodes, in order (`node0` first).

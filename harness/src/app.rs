@@ -1,0 +1,400 @@
+//! Command implementations behind the CLI; [`main`] returns the process exit code.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::{self, BackendKind, BrokerKind};
+use crate::cli::{BrokerCommand, Cli, Command, PeerCommand, RenderArgs, RunArgs};
+use crate::exit_code;
+use crate::report::{self, terminal::Terminal, ScenarioReport, SnapshotStatus};
+use crate::runner::{self, RunOptions};
+use crate::scenario::{self, LoadError};
+use crate::snapshot;
+
+/// Runs the parsed command line and returns the exit code.
+pub fn main(cli: Cli) -> i32 {
+    let templates = cli.templates.clone().unwrap_or_else(default_templates_dir);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit_code::INTERNAL;
+        }
+    };
+    match cli.command {
+        Command::Run(args) => rt.block_on(run(args, &templates)),
+        Command::List { dir } => list(dir.as_deref().unwrap_or(Path::new("scenarios"))),
+        Command::Brokers => brokers(),
+        Command::Render(args) => render(args, &templates),
+        Command::Broker { command } => rt.block_on(broker_cmd(command)),
+        Command::Peer { command } => rt.block_on(peer_cmd(command)),
+        Command::Matrix { file } => {
+            let opts = crate::matrix::MatrixOptions {
+                out_dir: None,
+                cells: std::env::var("HARNESS_MATRIX_CELLS")
+                    .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                    .unwrap_or_default(),
+            };
+            rt.block_on(crate::matrix::run(&file, &templates, &opts))
+        }
+    }
+}
+
+/// `templates/` at the workspace root when run from anywhere inside it, else `./templates`.
+pub fn default_templates_dir() -> PathBuf {
+    let local = PathBuf::from("templates");
+    if local.is_dir() {
+        return local;
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("templates");
+    if ws.is_dir() {
+        ws
+    } else {
+        local
+    }
+}
+
+fn env_pairs() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("HARNESS_VAR_"))
+        .collect()
+}
+
+/// Parses `KIND[:FLAVOUR]`.
+pub fn parse_broker_arg(s: &str) -> Result<(BrokerKind, Option<String>), String> {
+    let (k, f) = match s.split_once(':') {
+        Some((k, f)) => (k, Some(f.to_string())),
+        None => (s, None),
+    };
+    // Embedded flavours alone (`router`, `rabbitmq3`) mean the embedded broker of that flavour.
+    if f.is_none() && (k == "router" || k == "rabbitmq3") {
+        return Ok((BrokerKind::Embedded, Some(k.to_string())));
+    }
+    let kind: BrokerKind = k.parse().map_err(|e: backend::UnknownName| e.to_string())?;
+    if kind == BrokerKind::Embedded {
+        if let Some(fl) = &f {
+            if !scenario::validate::EMBEDDED_FLAVOURS.contains(&fl.as_str()) {
+                return Err(format!(
+                    "unknown embedded flavour '{fl}' (expected one of: {})",
+                    scenario::validate::EMBEDDED_FLAVOURS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok((kind, f))
+}
+
+async fn run(args: RunArgs, templates: &Path) -> i32 {
+    let backend_kind = match args
+        .backend
+        .as_deref()
+        .map(str::parse::<BackendKind>)
+        .transpose()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    let broker = match args.broker.as_deref().map(parse_broker_arg).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: --broker: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    let term = Terminal::new();
+    let env = env_pairs();
+    let mut reports: Vec<ScenarioReport> = Vec::new();
+    let mut worst = exit_code::OK;
+    for file in &args.files {
+        let loaded = match scenario::load_file(file, &env, &args.vars) {
+            Ok(l) => l,
+            Err(LoadError::Io { path, source }) => {
+                eprintln!("error: cannot read scenario {}: {source}", path.display());
+                worst = worst.max(exit_code::SCENARIO_INVALID);
+                reports.push(error_report(
+                    file,
+                    exit_code::SCENARIO_INVALID,
+                    format!("cannot read: {source}"),
+                ));
+                continue;
+            }
+            Err(LoadError::Invalid(inv)) => {
+                eprint!("{}", inv.render());
+                worst = worst.max(exit_code::SCENARIO_INVALID);
+                let first = inv
+                    .diagnostics
+                    .first()
+                    .map(|d| d.message.clone())
+                    .unwrap_or_default();
+                reports.push(error_report(
+                    file,
+                    exit_code::SCENARIO_INVALID,
+                    format!("invalid scenario: {first}"),
+                ));
+                continue;
+            }
+        };
+        let opts = RunOptions {
+            backend: backend_kind,
+            broker: broker.clone(),
+            url: args.url.clone(),
+            templates_dir: templates.to_path_buf(),
+        };
+        let mut result = runner::run(&loaded, &opts, &term).await;
+        if result.report.error.is_none() && !args.no_snapshot {
+            match snapshot::check(file, &result.report.transcript, args.update) {
+                Ok(snapshot::Check::Matches) => result.report.snapshot = SnapshotStatus::Matches,
+                Ok(snapshot::Check::Written(_)) => result.report.snapshot = SnapshotStatus::Updated,
+                Ok(snapshot::Check::Mismatch {
+                    diff,
+                    new_path,
+                    missing,
+                }) => {
+                    let diff = if missing {
+                        format!(
+                            "no snapshot yet; new transcript written to {} (accept with --update or `cargo insta review`)\n{diff}",
+                            new_path.display()
+                        )
+                    } else {
+                        format!("{diff}(new transcript written to {}; accept with --update or `cargo insta review`)", new_path.display())
+                    };
+                    result.report.snapshot = SnapshotStatus::Mismatch { diff };
+                    result.report.exit_code = result.report.exit_code.max(exit_code::MISMATCH);
+                }
+                Err(e) => {
+                    eprintln!("error: snapshot of {}: {e}", file.display());
+                    result.report.exit_code = result.report.exit_code.max(exit_code::INTERNAL);
+                }
+            }
+        }
+        if args.verbose {
+            println!(
+                "--- transcript of {} ---\n{}",
+                file.display(),
+                result.report.transcript.trim_end()
+            );
+        }
+        term.scenario_finished(&result.report);
+        worst = worst.max(result.report.exit_code);
+        reports.push(result.report);
+    }
+    if let Some(p) = &args.junit {
+        if let Err(e) = report::junit::write(p, &reports) {
+            eprintln!("error: cannot write JUnit report {}: {e}", p.display());
+            worst = worst.max(exit_code::INTERNAL);
+        }
+    }
+    if let Some(p) = &args.json {
+        if let Err(e) = report::write_json(p, &reports) {
+            eprintln!("error: cannot write JSON report {}: {e}", p.display());
+            worst = worst.max(exit_code::INTERNAL);
+        }
+    }
+    if reports.len() > 1 {
+        let ok = reports.iter().filter(|r| r.exit_code == 0).count();
+        println!("{ok}/{} scenarios passed", reports.len());
+    }
+    worst
+}
+
+fn error_report(file: &Path, code: i32, error: String) -> ScenarioReport {
+    ScenarioReport {
+        file: file.display().to_string(),
+        name: snapshot::snapshot_name(file),
+        broker: "-".into(),
+        groups: Vec::new(),
+        error: Some(error),
+        snapshot: SnapshotStatus::NotChecked,
+        transcript: String::new(),
+        duration_ms: 0,
+        exit_code: code,
+    }
+}
+
+/// Every scenario file under `dir` (recursively, `snapshots/` excluded), sorted.
+pub fn scenario_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "snapshots") {
+                out.extend(scenario_files(&p));
+            }
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn list(dir: &Path) -> i32 {
+    if !dir.is_dir() {
+        eprintln!("error: scenario directory {} does not exist", dir.display());
+        return exit_code::USAGE;
+    }
+    let files = scenario_files(dir);
+    let width = files
+        .iter()
+        .map(|f| f.display().to_string().len())
+        .max()
+        .unwrap_or(0);
+    for f in &files {
+        let desc = std::fs::read_to_string(f)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+            .and_then(|v| {
+                v.get("description")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "(no description)".to_string());
+        let desc = desc.split_whitespace().collect::<Vec<_>>().join(" ");
+        println!("{:width$}  {desc}", f.display().to_string());
+    }
+    exit_code::OK
+}
+
+fn brokers() -> i32 {
+    for bk in BackendKind::ALL {
+        let b = backend::backend(bk);
+        for kind in BrokerKind::ALL {
+            if (bk == BackendKind::Embedded) != (kind == BrokerKind::Embedded) {
+                continue;
+            }
+            let label = if kind == BrokerKind::Embedded {
+                format!(
+                    "embedded ({})",
+                    scenario::validate::EMBEDDED_FLAVOURS.join(", ")
+                )
+            } else {
+                kind.to_string()
+            };
+            match b.available(kind) {
+                Ok(()) => println!("{:<10} {:<36} usable", bk.as_str(), label),
+                Err(why) => println!("{:<10} {:<36} not usable: {why}", bk.as_str(), label),
+            }
+        }
+    }
+    exit_code::OK
+}
+
+fn render(args: RenderArgs, templates: &Path) -> i32 {
+    let what = match args.what {
+        None => {
+            return match crate::templates::list(templates) {
+                Ok(names) => {
+                    for n in names {
+                        println!("{n}");
+                    }
+                    exit_code::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit_code::INTERNAL
+                }
+            }
+        }
+        Some(w) => w,
+    };
+    if what.ends_with(".yaml") || what.ends_with(".yml") {
+        let loaded = match scenario::load_file(Path::new(&what), &env_pairs(), &args.vars) {
+            Ok(l) => l,
+            Err(LoadError::Invalid(inv)) => {
+                eprint!("{}", inv.render());
+                return exit_code::SCENARIO_INVALID;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit_code::SCENARIO_INVALID;
+            }
+        };
+        let mut any = false;
+        for svc in &loaded.scenario.services {
+            let Some(cfg) = &svc.config else { continue };
+            any = true;
+            match runner::render_service_config(
+                &loaded,
+                svc,
+                cfg,
+                templates,
+                "amqp://127.0.0.1:5672/",
+            ) {
+                Ok(text) => println!(
+                    "# service {} ({})\n{}",
+                    svc.name,
+                    cfg.template,
+                    text.trim_end()
+                ),
+                Err(e) => {
+                    eprintln!("error: service {}: {e}", svc.name);
+                    return exit_code::SCENARIO_INVALID;
+                }
+            }
+        }
+        if !any {
+            eprintln!("{}: no service has a `config:` template", what);
+        }
+        return exit_code::OK;
+    }
+    let mut ctx = tera::Context::new();
+    for (k, v) in &args.vars {
+        ctx.insert(k.as_str(), v);
+    }
+    match crate::templates::render(templates, &what, &ctx) {
+        Ok(text) => {
+            print!("{text}");
+            exit_code::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code::USAGE
+        }
+    }
+}
+
+async fn broker_cmd(cmd: BrokerCommand) -> i32 {
+    match cmd {
+        BrokerCommand::Serve {
+            flavour,
+            port,
+            users,
+            tls,
+        } => match backend::embedded::serve(&flavour, port, &users, tls).await {
+            Ok(()) => exit_code::OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit_code::BROKER_SETUP
+            }
+        },
+    }
+}
+
+async fn peer_cmd(cmd: PeerCommand) -> i32 {
+    match cmd {
+        PeerCommand::Setup { venv } => {
+            let venv = venv.unwrap_or_else(crate::peer::default_venv);
+            match crate::peer::setup(&venv).await {
+                Ok(()) => {
+                    println!("python peer ready in {}", venv.display());
+                    exit_code::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit_code::BROKER_SETUP
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Command-line interface (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const LONG_ABOUT: &str = "Runs oslo.messaging AMQP 1.0 scenarios (YAML) against the embedded broker, local broker \
+processes or containers, records a deterministic transcript and checks it against scenarios/snapshots/<name>.snap.";
+
+/// `harness` command line.
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, about = "Run oslo.messaging AMQP 1.0 scenarios against brokers and check their transcripts",
+          long_about = LONG_ABOUT, after_long_help = crate::exit_code::HELP_TABLE)]
+pub struct Cli {
+    /// Root of the tera templates (broker configs, service INI files).
+    #[arg(long, global = true, value_name = "DIR", env = "HARNESS_TEMPLATES")]
+    pub templates: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenarios and check their transcripts.
+    Run(RunArgs),
+    /// List scenarios with their descriptions.
+    List {
+        /// Directory to scan (default: scenarios).
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Show which backends and broker kinds are usable here, and why not.
+    Brokers,
+    /// Render templates: a scenario's service configs, or one template.
+    Render(RenderArgs),
+    /// Embedded broker commands.
+    Broker {
+        /// Broker subcommand.
+        #[command(subcommand)]
+        command: BrokerCommand,
+    },
+    /// Python oslo.messaging peer commands.
+    Peer {
+        /// Peer subcommand.
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+    /// Run a matrix of scenarios x brokers (ci/matrix.yaml).
+    Matrix {
+        /// The matrix file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `harness run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files (YAML).
+    #[arg(value_name = "SCENARIO", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Backend that starts the broker: embedded, process or container.
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
+    /// Broker to use instead of the scenario's: KIND[:FLAVOUR] (qpidd, embedded:router, rabbitmq...).
+    #[arg(long, value_name = "KIND[:FLAVOUR]")]
+    pub broker: Option<String>,
+    /// Run against an already running broker at URL instead of starting one (fault steps are skipped).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["backend"])]
+    pub url: Option<String>,
+    /// Set a scenario variable (repeatable); wins over the file and HARNESS_VAR_<NAME>.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
+    pub vars: Vec<(String, String)>,
+    /// Accept the new transcript: write it to the snapshot instead of comparing.
+    #[arg(long)]
+    pub update: bool,
+    /// Do not compare with the snapshot (expectations are still checked).
+    #[arg(long, conflicts_with = "update")]
+    pub no_snapshot: bool,
+    /// Write a JUnit XML report (one test case per step group).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Print the transcript after each scenario.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// `harness render` arguments.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// A scenario whose service configs to render, or a template name (e.g. services/nova.conf.tera).
+    #[arg(value_name = "SCENARIO|TEMPLATE")]
+    pub what: Option<String>,
+    /// Template variable (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
+    pub vars: Vec<(String, String)>,
+}
+
+/// `harness broker ...`.
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Serve the embedded broker until Ctrl-C; prints its URL on one line.
+    Serve {
+        /// qpidd, router or rabbitmq3.
+        #[arg(long, default_value = "qpidd")]
+        flavour: String,
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 5672)]
+        port: u16,
+        /// SASL PLAIN user (repeatable).
+        #[arg(long = "user", value_name = "USER:PASSWORD")]
+        users: Vec<String>,
+        /// Serve AMQPS with a generated self-signed certificate.
+        #[arg(long)]
+        tls: bool,
+    },
+}
+
+/// `harness peer ...`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Create the Python venv with oslo.messaging for the peer.
+    Setup {
+        /// Venv directory.
+        #[arg(long, value_name = "DIR")]
+        venv: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,956 @@
+//! Runs one loaded scenario: starts the broker, the services and executes the steps in order, recording
+//! a [`Transcript`] and a [`ScenarioReport`].
+
+pub mod ops;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+use crate::backend::{self, BackendKind, BrokerHandle, BrokerKind, BrokerSpec, User};
+use crate::exit_code;
+use crate::report::{
+    terminal::Terminal, GroupReport, ScenarioReport, SnapshotStatus, StepReport, StepStatus,
+};
+use crate::scenario::model::{
+    CallExpect, KnownFailure, Service, ServiceConfig, ServiceKind, Step, TargetSpec,
+};
+use crate::scenario::validate::parse_duration;
+use crate::scenario::Loaded;
+use crate::transcript::{Redactor, Transcript};
+
+pub use ops::{OpError, Shared};
+
+/// How to run a scenario (command-line overrides).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--backend`.
+    pub backend: Option<BackendKind>,
+    /// `--broker KIND[:FLAVOUR]`.
+    pub broker: Option<(BrokerKind, Option<String>)>,
+    /// `--url`: use a running broker.
+    pub url: Option<String>,
+    /// Templates root.
+    pub templates_dir: PathBuf,
+}
+
+/// The outcome of [`run`].
+#[derive(Debug)]
+pub struct RunResult {
+    /// The report (snapshot not yet checked).
+    pub report: ScenarioReport,
+}
+
+fn embedded_flavour_for(kind: BrokerKind) -> &'static str {
+    match kind {
+        BrokerKind::Qdrouterd => "router",
+        BrokerKind::Rabbitmq => "rabbitmq3",
+        _ => "qpidd",
+    }
+}
+
+/// The backend and broker spec for `loaded` after command-line overrides.
+pub fn resolve_spec(
+    loaded: &Loaded,
+    opts: &RunOptions,
+) -> Result<(BackendKind, BrokerSpec), String> {
+    let b = &loaded.scenario.broker;
+    let mut kind: BrokerKind = b
+        .kind
+        .as_deref()
+        .unwrap_or("embedded")
+        .parse()
+        .map_err(|e: backend::UnknownName| e.to_string())?;
+    let mut flavour = b.flavour.clone();
+    if let Some((k, f)) = &opts.broker {
+        if *k != kind {
+            flavour = None;
+        }
+        kind = *k;
+        if f.is_some() {
+            flavour = f.clone();
+        }
+    }
+    let backend = match opts.backend {
+        Some(bk) => bk,
+        None if kind == BrokerKind::Embedded => BackendKind::Embedded,
+        None => {
+            if backend::backend(BackendKind::Process)
+                .available(kind)
+                .is_ok()
+            {
+                BackendKind::Process
+            } else {
+                BackendKind::Container
+            }
+        }
+    };
+    if backend == BackendKind::Embedded && kind != BrokerKind::Embedded {
+        // The embedded broker imitates the real one.
+        flavour = Some(embedded_flavour_for(kind).to_string());
+        kind = BrokerKind::Embedded;
+    }
+    if kind == BrokerKind::Embedded && flavour.is_none() {
+        flavour = Some("qpidd".into());
+    }
+    let mut spec = BrokerSpec::new(kind, opts.templates_dir.clone());
+    spec.flavour = flavour;
+    spec.version = b.version.clone();
+    spec.nodes = b.nodes.unwrap_or(1).max(1);
+    spec.users = b
+        .users
+        .iter()
+        .map(|u| User {
+            name: u.name.clone(),
+            password: u.password.clone(),
+        })
+        .collect();
+    spec.tls = b.tls;
+    spec.overrides = b.overrides.clone();
+    spec.image = b.image.clone();
+    spec.addressing = b.addressing.clone();
+    Ok((backend, spec))
+}
+
+/// Renders a service's `config:` template to INI text.
+pub fn render_service_config(
+    loaded: &Loaded,
+    svc: &Service,
+    cfg: &ServiceConfig,
+    templates: &Path,
+    transport_url: &str,
+) -> Result<String, crate::templates::TemplateError> {
+    let mut ctx = tera::Context::new();
+    for (k, v) in &loaded.vars {
+        ctx.insert(k.as_str(), v);
+    }
+    ctx.insert("service", &svc.name);
+    ctx.insert("transport_url", transport_url);
+    let d = &loaded.scenario.driver;
+    ctx.insert(
+        "control_exchange",
+        d.control_exchange.as_deref().unwrap_or("openstack"),
+    );
+    if let Some(t) = &d.rpc_response_timeout {
+        ctx.insert(
+            "rpc_response_timeout",
+            &parse_duration(t).map(|d| d.as_secs().max(1)).unwrap_or(60),
+        );
+    }
+    let opts: BTreeMap<String, String> = d
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), json_scalar(v)))
+        .collect();
+    ctx.insert("amqp_options", &opts);
+    if let Some(a) = &loaded.scenario.broker.addressing {
+        ctx.insert("addressing_mode", a);
+    }
+    for (k, v) in &cfg.vars {
+        ctx.insert(k.as_str(), v);
+    }
+    crate::templates::render(templates, &cfg.template, &ctx)
+}
+
+fn json_scalar(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The INI text for clients and services without a `config:` template.
+pub fn base_ini(loaded: &Loaded, transport_url: &str, reply_mode: Option<&str>) -> String {
+    let d = &loaded.scenario.driver;
+    let mut s = String::from("[DEFAULT]\n");
+    s.push_str(&format!("transport_url = {transport_url}\n"));
+    let timeout = d
+        .rpc_response_timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+        .map(|d| d.as_secs().max(1))
+        .unwrap_or(5);
+    s.push_str(&format!("rpc_response_timeout = {timeout}\n"));
+    if let Some(x) = &d.control_exchange {
+        s.push_str(&format!("control_exchange = {x}\n"));
+    }
+    s.push_str("\n[oslo_messaging_amqp]\n");
+    let mut opts: BTreeMap<String, String> = BTreeMap::new();
+    // Fast reconnects and short link timeouts keep fault scenarios quick.
+    opts.insert("connection_retry_interval".into(), "1".into());
+    opts.insert("connection_retry_backoff".into(), "0".into());
+    opts.insert("connection_retry_interval_max".into(), "1".into());
+    if let Some(a) = &loaded.scenario.broker.addressing {
+        opts.insert("addressing_mode".into(), a.clone());
+    }
+    for (k, v) in &d.options {
+        opts.insert(k.clone(), json_scalar(v));
+    }
+    if let Some(m) = reply_mode {
+        opts.insert("reply_mode".into(), m.to_string());
+    }
+    for (k, v) in opts {
+        s.push_str(&format!("{k} = {v}\n"));
+    }
+    s
+}
+
+/// Short display of a target: `[exchange/]topic[.server][ v1.0][ ns=x]`.
+pub fn target_label(t: &TargetSpec) -> String {
+    let mut s = String::new();
+    if let Some(x) = &t.exchange {
+        s.push_str(x);
+        s.push('/');
+    }
+    s.push_str(&t.topic);
+    if let Some(srv) = &t.server {
+        s.push('.');
+        s.push_str(srv);
+    }
+    if let Some(v) = &t.version {
+        s.push_str(&format!(" v{v}"));
+    }
+    if let Some(n) = &t.namespace {
+        s.push_str(&format!(" ns={n}"));
+    }
+    s
+}
+
+fn compact(v: &Json) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn compact_map(m: &serde_json::Map<String, Json>) -> String {
+    serde_json::to_string(m).unwrap_or_default()
+}
+
+/// Whether known failure `k` applies to the broker `spec` (label `kind:flavour`, kind, or flavour).
+fn applies(k: &KnownFailure, spec_label: &str, kind: &str, flavour: Option<&str>) -> bool {
+    k.broker == spec_label || k.broker == kind || Some(k.broker.as_str()) == flavour
+}
+
+struct Ctx<'a> {
+    spec_label: String,
+    kind: String,
+    flavour: Option<String>,
+    handle: Option<&'a BrokerHandle>,
+    env: ops::Env,
+    shared: Arc<Mutex<Shared>>,
+    transcript: Transcript,
+}
+
+/// Outcome of one step: status, message, and the transcript line(s).
+struct StepOutcome {
+    status: StepStatus,
+    message: Option<String>,
+}
+
+impl StepOutcome {
+    fn pass() -> Self {
+        StepOutcome {
+            status: StepStatus::Passed,
+            message: None,
+        }
+    }
+    fn fail(m: impl Into<String>) -> Self {
+        StepOutcome {
+            status: StepStatus::Failed,
+            message: Some(m.into()),
+        }
+    }
+}
+
+/// Runs `loaded` and returns its report (the transcript is redacted).
+pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResult {
+    let started = Instant::now();
+    let file = loaded.file.clone();
+    let mut report = ScenarioReport {
+        file: file.clone(),
+        name: loaded.name.clone(),
+        broker: "-".into(),
+        groups: Vec::new(),
+        error: None,
+        snapshot: SnapshotStatus::NotChecked,
+        transcript: String::new(),
+        duration_ms: 0,
+        exit_code: exit_code::OK,
+    };
+    let secrets: Vec<String> = loaded
+        .scenario
+        .broker
+        .users
+        .iter()
+        .map(|u| u.password.clone())
+        .collect();
+    let redactor = Redactor::new(secrets);
+
+    let (backend_kind, spec) = match resolve_spec(loaded, opts) {
+        Ok(x) => x,
+        Err(e) => {
+            report.error = Some(e);
+            report.exit_code = exit_code::BROKER_SETUP;
+            return RunResult { report };
+        }
+    };
+    let label = if opts.url.is_some() {
+        "url".to_string()
+    } else {
+        format!("{}:{}", backend_kind, spec.label())
+    };
+    report.broker = label;
+    term.scenario_started(&file, &report.broker, loaded.scenario.steps.len());
+
+    // Broker.
+    let handle = if opts.url.is_some() {
+        None
+    } else {
+        let b = backend::backend(backend_kind);
+        if let Err(why) = b.available(spec.kind) {
+            report.error = Some(format!(
+                "broker setup failed: backend '{}' cannot run {}: {why}",
+                b.name(),
+                spec.label()
+            ));
+            report.exit_code = exit_code::BROKER_SETUP;
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            return RunResult { report };
+        }
+        match b.start(&spec).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                report.error = Some(format!("broker setup failed: {e}"));
+                report.exit_code = exit_code::BROKER_SETUP;
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                return RunResult { report };
+            }
+        }
+    };
+    let url = match (&opts.url, &handle) {
+        (Some(u), _) => u.clone(),
+        (None, Some(h)) => h.transport_url(),
+        (None, None) => String::new(),
+    };
+
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut transcript = Transcript::default();
+    transcript.header(format!("scenario: {}", loaded.name));
+    if let Some(d) = &loaded.scenario.description {
+        transcript.header(format!(
+            "description: {}",
+            d.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    transcript.header("services:");
+    for svc in &loaded.scenario.services {
+        let kind = match svc.kind {
+            ServiceKind::Rust => "rust",
+            ServiceKind::PythonOslo => "python-oslo",
+        };
+        let what = match (&svc.rpc_server, &svc.listener) {
+            (Some(r), _) => {
+                let methods: Vec<&str> = r
+                    .endpoints
+                    .iter()
+                    .flat_map(|e| e.methods.keys().map(String::as_str))
+                    .collect();
+                format!(
+                    "rpc_server {} methods [{}]",
+                    target_label(&r.target),
+                    methods.join(", ")
+                )
+            }
+            (None, Some(l)) => {
+                let t: Vec<String> = l.targets.iter().map(target_label).collect();
+                let pool = l
+                    .pool
+                    .as_deref()
+                    .map(|p| format!(" pool={p}"))
+                    .unwrap_or_default();
+                let pr = if l.priorities.is_empty() {
+                    "all".to_string()
+                } else {
+                    l.priorities.join(",")
+                };
+                format!("listener [{}] priorities={pr}{pool}", t.join(", "))
+            }
+            _ => "nothing".into(),
+        };
+        let cfg = svc
+            .config
+            .as_ref()
+            .map(|c| format!(" config={}", c.template))
+            .unwrap_or_default();
+        transcript.header(format!("  {} ({kind}): {what}{cfg}", svc.name));
+    }
+
+    let env = match ops::Env::start(loaded, &url, &opts.templates_dir, shared.clone()).await {
+        Ok(env) => env,
+        Err(e) => {
+            report.error = Some(format!("runtime setup failed: {e}"));
+            report.exit_code = exit_code::RUNTIME;
+            if let Some(h) = handle {
+                h.stop().await;
+            }
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            return RunResult { report };
+        }
+    };
+    let mut ctx = Ctx {
+        spec_label: spec.label(),
+        kind: spec.kind.to_string(),
+        flavour: spec.flavour.clone(),
+        handle: handle.as_ref(),
+        env,
+        shared: shared.clone(),
+        transcript,
+    };
+
+    let mut group = GroupReport {
+        name: "main".into(),
+        steps: Vec::new(),
+    };
+    for (i, step) in loaded.scenario.steps.iter().enumerate() {
+        let index = i + 1;
+        let line = loaded
+            .locator
+            .key(&format!("steps.{i}.{}", step.keyword()))
+            .map(|s| s.line)
+            .unwrap_or(0);
+        if let Step::Group(name) = step {
+            if !group.steps.is_empty() {
+                report.groups.push(std::mem::replace(
+                    &mut group,
+                    GroupReport {
+                        name: name.clone(),
+                        steps: Vec::new(),
+                    },
+                ));
+            } else {
+                group.name = name.clone();
+            }
+            ctx.transcript.step(format!("{index} group {name}"));
+            term.step_finished(&StepReport {
+                index,
+                keyword: "group".into(),
+                line,
+                status: StepStatus::Passed,
+                message: None,
+                duration_ms: 0,
+            });
+            continue;
+        }
+        let t0 = Instant::now();
+        let out = run_step(&mut ctx, index, step).await;
+        let sr = StepReport {
+            index,
+            keyword: step.keyword().into(),
+            line,
+            status: out.status,
+            message: out.message.map(|m| redactor.redact(&m)),
+            duration_ms: t0.elapsed().as_millis() as u64,
+        };
+        term.step_finished(&sr);
+        group.steps.push(sr);
+    }
+    report.groups.push(group);
+
+    // Driver events and teardown.
+    let Ctx {
+        env,
+        mut transcript,
+        ..
+    } = ctx;
+    let events = env.shutdown().await;
+    for (src, ev) in events {
+        transcript.event(&src, ev);
+    }
+    if let Some(h) = handle {
+        h.stop().await;
+    }
+    {
+        let sh = shared.lock().unwrap_or_else(|p| p.into_inner());
+        for (svc, ds) in &sh.deliveries {
+            for d in ds {
+                transcript.delivery(svc, d.line.clone());
+            }
+        }
+    }
+    report.transcript = redactor.redact(&transcript.render());
+    if report.failures().next().is_some() {
+        report.exit_code = exit_code::MISMATCH;
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    RunResult { report }
+}
+
+async fn run_step(ctx: &mut Ctx<'_>, index: usize, step: &Step) -> StepOutcome {
+    match step {
+        Step::Group(_) => StepOutcome::pass(),
+        Step::Sleep(d) => {
+            let d = parse_duration(d).unwrap_or_default();
+            tokio::time::sleep(d).await;
+            ctx.transcript.step(format!("{index} sleep"));
+            StepOutcome::pass()
+        }
+        Step::Call(c) => {
+            let n = c.repeat.unwrap_or(1);
+            let conc = c.concurrency.unwrap_or(1).max(1);
+            let timeout = c.timeout.as_deref().and_then(|t| parse_duration(t).ok());
+            let monitor = c
+                .call_monitor_timeout
+                .as_deref()
+                .and_then(|t| parse_duration(t).ok());
+            let results = ctx
+                .env
+                .call(
+                    c.from.as_deref(),
+                    &c.target,
+                    &c.method,
+                    &c.args,
+                    &c.context,
+                    timeout,
+                    monitor,
+                    c.reply_mode.as_deref(),
+                    n,
+                    conc,
+                )
+                .await;
+            let head = format!(
+                "{index} call {} {} {}",
+                target_label(&c.target),
+                c.method,
+                compact_map(&c.args)
+            );
+            let head = if n > 1 {
+                format!("{head} x{n} (concurrency {conc})")
+            } else {
+                head
+            };
+            check_results(
+                ctx,
+                head,
+                results,
+                c.expect.as_ref(),
+                &c.known_failures,
+                true,
+            )
+        }
+        Step::Cast(c) | Step::Fanout(c) => {
+            let fanout = matches!(step, Step::Fanout(_));
+            let n = c.repeat.unwrap_or(1);
+            let results = ctx
+                .env
+                .cast(
+                    c.from.as_deref(),
+                    &c.target,
+                    &c.method,
+                    &c.args,
+                    &c.context,
+                    fanout,
+                    n,
+                )
+                .await;
+            let kw = if fanout { "fanout" } else { "cast" };
+            let head = format!(
+                "{index} {kw} {} {} {}",
+                target_label(&c.target),
+                c.method,
+                compact_map(&c.args)
+            );
+            let head = if n > 1 { format!("{head} x{n}") } else { head };
+            let results = results
+                .into_iter()
+                .map(|r| r.map(|()| Json::Null))
+                .collect();
+            check_results(
+                ctx,
+                head,
+                results,
+                c.expect.as_ref(),
+                &c.known_failures,
+                false,
+            )
+        }
+        Step::Notify(n) => {
+            let count = n.repeat.unwrap_or(1);
+            let topics = if n.topics.is_empty() {
+                vec!["notifications".to_string()]
+            } else {
+                n.topics.clone()
+            };
+            let results = ctx.env.notify(n, &topics, count).await;
+            let head = format!(
+                "{index} notify v{} [{}] {} {} {}",
+                n.version.unwrap_or(2),
+                topics.join(","),
+                n.priority,
+                n.event_type,
+                compact(&n.payload)
+            );
+            let head = if count > 1 {
+                format!("{head} x{count}")
+            } else {
+                head
+            };
+            let results = results
+                .into_iter()
+                .map(|r| r.map(|()| Json::Null))
+                .collect();
+            check_results(
+                ctx,
+                head,
+                results,
+                n.expect.as_ref(),
+                &n.known_failures,
+                false,
+            )
+        }
+        Step::Wait(w) => {
+            let timeout = w
+                .timeout
+                .as_deref()
+                .and_then(|t| parse_duration(t).ok())
+                .unwrap_or(Duration::from_secs(10));
+            let deadline = Instant::now() + timeout;
+            loop {
+                let missing: Vec<String> = {
+                    let sh = ctx.shared.lock().unwrap_or_else(|p| p.into_inner());
+                    w.deliveries
+                        .iter()
+                        .filter_map(|(svc, n)| {
+                            let got = sh.deliveries.get(svc).map(Vec::len).unwrap_or(0);
+                            (got < *n).then(|| format!("{svc}: {got}/{n}"))
+                        })
+                        .collect()
+                };
+                let parts: Vec<String> = w
+                    .deliveries
+                    .iter()
+                    .map(|(s, n)| format!("{s}>={n}"))
+                    .collect();
+                if missing.is_empty() {
+                    ctx.transcript
+                        .step(format!("{index} wait {} -> ok", parts.join(" ")));
+                    return StepOutcome::pass();
+                }
+                if Instant::now() >= deadline {
+                    ctx.transcript.step(format!(
+                        "{index} wait {} -> timed out ({})",
+                        parts.join(" "),
+                        missing.join(", ")
+                    ));
+                    return StepOutcome::fail(format!(
+                        "timed out waiting for deliveries: {}",
+                        missing.join(", ")
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Step::Expect(e) => {
+            let mut problems = Vec::new();
+            let mut parts = Vec::new();
+            {
+                let sh = ctx.shared.lock().unwrap_or_else(|p| p.into_inner());
+                for (svc, want) in &e.deliveries {
+                    let got = sh.deliveries.get(svc).map(Vec::len).unwrap_or(0);
+                    parts.push(format!("{svc}={got}"));
+                    if got != *want {
+                        problems.push(format!("{svc} received {got} deliveries, expected {want}"));
+                    }
+                }
+                for (svc, methods) in &e.received {
+                    for (m, want) in methods {
+                        let got = sh
+                            .deliveries
+                            .get(svc)
+                            .map(|v| v.iter().filter(|d| &d.key == m).count())
+                            .unwrap_or(0);
+                        parts.push(format!("{svc}.{m}={got}"));
+                        if got != *want {
+                            problems
+                                .push(format!("{svc} received {m} {got} times, expected {want}"));
+                        }
+                    }
+                }
+            }
+            if let Some(want) = &e.broker_counters {
+                match ctx
+                    .handle
+                    .and_then(|h| h.nodes.first())
+                    .and_then(|n| n.counters())
+                {
+                    Some(actual) => {
+                        let mut diffs = Vec::new();
+                        json_subset("", want, &actual, &mut diffs);
+                        parts.push(format!("broker_counters {}", compact(want)));
+                        problems.extend(diffs);
+                    }
+                    None => parts.push("broker_counters (not available, skipped)".into()),
+                }
+            }
+            let verdict = if problems.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("FAILED: {}", problems.join("; "))
+            };
+            ctx.transcript
+                .step(format!("{index} expect {} -> {verdict}", parts.join(" ")));
+            if problems.is_empty() {
+                StepOutcome::pass()
+            } else {
+                StepOutcome::fail(problems.join("; "))
+            }
+        }
+        Step::Kill(n) => fault(ctx, index, "kill", n.node.as_deref(), None).await,
+        Step::Restart(n) => fault(ctx, index, "restart", n.node.as_deref(), None).await,
+        Step::DropConnections(n) => {
+            fault(ctx, index, "drop_connections", n.node.as_deref(), None).await
+        }
+        Step::Pause(p) => {
+            let d = parse_duration(&p.duration).unwrap_or_default();
+            fault(ctx, index, "pause", p.node.as_deref(), Some(d)).await
+        }
+    }
+}
+
+fn json_subset(path: &str, want: &Json, actual: &Json, out: &mut Vec<String>) {
+    match (want, actual) {
+        (Json::Object(w), Json::Object(a)) => {
+            for (k, v) in w {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match a.get(k) {
+                    Some(av) => json_subset(&p, v, av, out),
+                    None => out.push(format!("broker counter {p} is missing")),
+                }
+            }
+        }
+        (w, a) if w == a => {}
+        (w, a) => out.push(format!(
+            "broker counter {path} is {}, expected {}",
+            compact(a),
+            compact(w)
+        )),
+    }
+}
+
+async fn fault(
+    ctx: &mut Ctx<'_>,
+    index: usize,
+    op: &str,
+    node: Option<&str>,
+    pause: Option<Duration>,
+) -> StepOutcome {
+    let node_name = node
+        .map(|n| {
+            if n.starts_with("node") {
+                n.to_string()
+            } else {
+                format!("node{n}")
+            }
+        })
+        .unwrap_or_else(|| "node0".into());
+    let Some(h) = ctx.handle else {
+        ctx.transcript.step(format!(
+            "{index} {op} {node_name} -> skipped (no managed broker)"
+        ));
+        return StepOutcome {
+            status: StepStatus::Skipped,
+            message: Some("fault steps need a broker started by the harness (not --url)".into()),
+        };
+    };
+    let Some(n) = h.node(&node_name) else {
+        return StepOutcome::fail(format!("no broker node {node_name}"));
+    };
+    let r = match op {
+        "kill" => n.kill().await,
+        "restart" => n.restart().await,
+        "drop_connections" => n.drop_connections().await,
+        "pause" => match n.pause().await {
+            Ok(()) => {
+                tokio::time::sleep(pause.unwrap_or_default()).await;
+                n.resume().await
+            }
+            Err(e) => Err(e),
+        },
+        _ => Ok(()),
+    };
+    match r {
+        Ok(()) => {
+            ctx.transcript
+                .step(format!("{index} {op} {node_name} -> ok"));
+            StepOutcome::pass()
+        }
+        Err(backend::BackendError::Unsupported { backend, what }) => {
+            ctx.transcript
+                .step(format!("{index} {op} {node_name} -> skipped (unsupported)"));
+            StepOutcome {
+                status: StepStatus::Skipped,
+                message: Some(format!("backend {backend} does not support {what}")),
+            }
+        }
+        Err(e) => {
+            ctx.transcript
+                .step(format!("{index} {op} {node_name} -> error"));
+            StepOutcome::fail(e.to_string())
+        }
+    }
+}
+
+fn describe_err(e: &OpError) -> String {
+    let mut s = format!("error {}", e.kind);
+    if let Some((class, module)) = &e.remote {
+        s.push_str(&format!(" {module}.{class}"));
+    }
+    if let Some(c) = &e.condition {
+        s.push_str(&format!(" {c}"));
+    }
+    if let Some(m) = &e.message {
+        let first = m.lines().next().unwrap_or("");
+        s.push_str(&format!(" {:?}", first));
+    }
+    s
+}
+
+fn check_results(
+    ctx: &mut Ctx<'_>,
+    head: String,
+    results: Vec<Result<Json, OpError>>,
+    expect: Option<&CallExpect>,
+    known: &[KnownFailure],
+    is_call: bool,
+) -> StepOutcome {
+    let kf = known
+        .iter()
+        .find(|k| applies(k, &ctx.spec_label, &ctx.kind, ctx.flavour.as_deref()));
+    // Summarise identical outcomes (concurrent calls finish in any order).
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &results {
+        let s = match r {
+            Ok(v) if is_call => format!("ok {}", compact(v)),
+            Ok(_) => "ok".to_string(),
+            Err(e) => describe_err(e),
+        };
+        *outcomes.entry(s).or_default() += 1;
+    }
+    let summary: Vec<String> = outcomes
+        .iter()
+        .map(|(s, n)| {
+            if *n > 1 || results.len() > 1 {
+                format!("{s} (x{n})")
+            } else {
+                s.clone()
+            }
+        })
+        .collect();
+    let mut problems = Vec::new();
+    if let Some(k) = kf {
+        // Expected to fail on this broker with k.condition.
+        let matching = results.iter().all(|r| match r {
+            Err(e) => e.condition.as_deref() == Some(k.condition.as_str()) || e.kind == k.condition,
+            Ok(_) => false,
+        });
+        ctx.transcript.step(format!(
+            "{head} -> {} [expected failure on {}]",
+            summary.join("; "),
+            k.broker
+        ));
+        if matching {
+            let why = k
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            return StepOutcome {
+                status: StepStatus::ExpectedFailure,
+                message: Some(format!(
+                    "failed as expected on {} with {}{why}",
+                    k.broker, k.condition
+                )),
+            };
+        }
+        return StepOutcome::fail(format!(
+            "expected to fail on {} with {}, got: {}",
+            k.broker,
+            k.condition,
+            summary.join("; ")
+        ));
+    }
+    ctx.transcript
+        .step(format!("{head} -> {}", summary.join("; ")));
+    let default = CallExpect::default();
+    let exp = expect.unwrap_or(&default);
+    for r in &results {
+        match (r, &exp.error) {
+            (Ok(v), None) => {
+                if let Some(want) = &exp.result {
+                    if v != want {
+                        problems.push(format!(
+                            "result {} != expected {}",
+                            compact(v),
+                            compact(want)
+                        ));
+                    }
+                }
+            }
+            (Ok(v), Some(e)) => problems.push(format!(
+                "expected error {}, got result {}",
+                e.kind,
+                compact(v)
+            )),
+            (Err(err), None) => problems.push(format!("unexpected {}", describe_err(err))),
+            (Err(err), Some(e)) => {
+                if err.kind != e.kind {
+                    problems.push(format!(
+                        "expected error {}, got {}",
+                        e.kind,
+                        describe_err(err)
+                    ));
+                }
+                if let Some(c) = &e.class {
+                    if err.remote.as_ref().map(|r| &r.0) != Some(c) {
+                        problems.push(format!(
+                            "expected exception class {c}, got {}",
+                            describe_err(err)
+                        ));
+                    }
+                }
+                if let Some(m) = &e.module {
+                    if err.remote.as_ref().map(|r| &r.1) != Some(m) {
+                        problems.push(format!(
+                            "expected exception module {m}, got {}",
+                            describe_err(err)
+                        ));
+                    }
+                }
+                if let Some(m) = &e.message_contains {
+                    if !err.message.as_deref().unwrap_or("").contains(m.as_str()) {
+                        problems.push(format!(
+                            "expected the error message to contain {m:?}, got {}",
+                            describe_err(err)
+                        ));
+                    }
+                }
+                if let Some(c) = &e.condition {
+                    if err.condition.as_deref() != Some(c.as_str()) {
+                        problems.push(format!("expected condition {c}, got {}", describe_err(err)));
+                    }
+                }
+            }
+        }
+    }
+    problems.dedup();
+    if problems.is_empty() {
+        StepOutcome::pass()
+    } else {
+        StepOutcome::fail(problems.join("; "))
+    }
+}

@@ -1,0 +1,497 @@
+//! Scenario file model (serde types). Unknown keys are rejected everywhere (`deny_unknown_fields`).
+//!
+//! Strings may contain `{{ var }}` references; they are substituted after parsing (see [`super::vars`]).
+//! Durations are strings such as `500ms` or `2s`, checked during validation.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (defaults to the file stem).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// One-line description, shown by `harness list`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The broker to run against.
+    #[serde(default)]
+    pub broker: BrokerSection,
+    /// Variables usable as `{{ name }}` in strings; `--var` and `HARNESS_VAR_<NAME>` override them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Json>,
+    /// Driver options for every client and service (unless a service brings its own config).
+    #[serde(default)]
+    pub driver: DriverSection,
+    /// Services started before the first step.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// The steps, run in order (each a one-key mapping such as `- call: {...}`).
+    #[serde(deserialize_with = "serde_yaml::with::singleton_map_recursive::deserialize")]
+    pub steps: Vec<Step>,
+}
+
+/// `broker:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// `embedded` (default), `qpidd`, `qdrouterd`, `rabbitmq`, `artemis`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Flavour: embedded `qpidd` (default), `router`, `rabbitmq3`; real brokers e.g. `rabbitmq3`.
+    #[serde(default)]
+    pub flavour: Option<String>,
+    /// Product version (image tag).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Number of nodes (default 1).
+    #[serde(default)]
+    pub nodes: Option<usize>,
+    /// SASL users; the first one is used by clients.
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    /// Serve TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Addressing mode the driver uses: `dynamic` (default), `legacy`, `routable`, `rabbitmq`.
+    #[serde(default)]
+    pub addressing: Option<String>,
+    /// Broker configuration overrides (handed to the backend's templates).
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+    /// Container image override.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// A SASL user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// Name.
+    pub name: String,
+    /// Password (redacted in transcripts).
+    pub password: String,
+}
+
+/// `driver:` section: options shared by the harness client and all services.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverSection {
+    /// `[oslo_messaging_amqp]` options, by their oslo names (e.g. `default_reply_timeout: 5`).
+    #[serde(default)]
+    pub options: BTreeMap<String, Json>,
+    /// `[DEFAULT] rpc_response_timeout` (duration string; default `5s`).
+    #[serde(default)]
+    pub rpc_response_timeout: Option<String>,
+    /// `[DEFAULT] control_exchange` (default `openstack`).
+    #[serde(default)]
+    pub control_exchange: Option<String>,
+}
+
+/// How a service is run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    /// In-process, on the Rust driver.
+    #[default]
+    Rust,
+    /// In the Python oslo.messaging peer.
+    PythonOslo,
+}
+
+/// A service: an RPC server or a notification listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Unique name, used by steps and in the transcript.
+    pub name: String,
+    /// `rust` (default) or `python-oslo`.
+    #[serde(default)]
+    pub kind: ServiceKind,
+    /// Render a nova.conf-style INI from a template and load the driver config from it.
+    #[serde(default)]
+    pub config: Option<ServiceConfig>,
+    /// An RPC server.
+    #[serde(default)]
+    pub rpc_server: Option<RpcServerSpec>,
+    /// A notification listener.
+    #[serde(default)]
+    pub listener: Option<ListenerSpec>,
+}
+
+/// `config:` of a service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Template path under `templates/` (e.g. `services/nova.conf.tera`).
+    pub template: String,
+    /// Extra template variables (the scenario's vars and `transport_url` are always there).
+    #[serde(default)]
+    pub vars: BTreeMap<String, Json>,
+}
+
+/// An oslo Target.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Exchange (default: the control exchange).
+    #[serde(default)]
+    pub exchange: Option<String>,
+    /// Topic.
+    pub topic: String,
+    /// Server (host) name.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Version (`"1.0"`).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// `rpc_server:` of a service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcServerSpec {
+    /// Target to listen on (topic, and server for direct calls).
+    pub target: TargetSpec,
+    /// Endpoints; each has a namespace, a version and methods.
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+/// One endpoint of an RPC server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// Namespace (default none).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Version (default `1.0`).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Methods by name.
+    pub methods: BTreeMap<String, Behaviour>,
+}
+
+/// What a method does. With no field set it echoes its arguments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Behaviour {
+    /// Sleep this long first (duration).
+    #[serde(default)]
+    pub sleep: Option<String>,
+    /// Return the call's arguments.
+    #[serde(default)]
+    pub echo: bool,
+    /// Return this value.
+    #[serde(default, rename = "return")]
+    pub returns: Option<Json>,
+    /// Raise an exception.
+    #[serde(default)]
+    pub raise: Option<RaiseSpec>,
+    /// Keep state, as oslo's functional tests do: `append` (append `args.value`, return the list), `get`
+    /// (return the list), `count` (return the number of calls so far), `add` (add `args.value`, return sum).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Return the name of the service that handled the call.
+    #[serde(default)]
+    pub whoami: bool,
+}
+
+/// An exception raised by a method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaiseSpec {
+    /// Exception class (`ValueError`).
+    pub class: String,
+    /// Module (`builtins`).
+    #[serde(default)]
+    pub module: Option<String>,
+    /// Message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `listener:` of a service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// Targets (topic, optionally exchange).
+    pub targets: Vec<TargetSpec>,
+    /// Priorities to listen to (default all: audit, critical, debug, error, info, sample, warn).
+    #[serde(default)]
+    pub priorities: Vec<String>,
+    /// Listener pool name.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Requeue the first N deliveries (then ack); default 0.
+    #[serde(default)]
+    pub requeue: usize,
+}
+
+/// A step. Written as a one-key mapping: `- call: {...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Start a named step group (a JUnit test case).
+    Group(String),
+    /// RPC call.
+    Call(CallStep),
+    /// RPC cast.
+    Cast(CastStep),
+    /// RPC cast to every server of a topic.
+    Fanout(CastStep),
+    /// Send a notification.
+    Notify(NotifyStep),
+    /// Wait until services have received deliveries.
+    Wait(WaitStep),
+    /// Check what services received and broker counters.
+    Expect(ExpectStep),
+    /// Sleep (duration).
+    Sleep(String),
+    /// Kill a broker node.
+    Kill(NodeStep),
+    /// Restart a broker node.
+    Restart(NodeStep),
+    /// Drop every connection of a broker node.
+    DropConnections(NodeStep),
+    /// Pause a broker node for a while.
+    Pause(PauseStep),
+}
+
+impl Step {
+    /// Step keyword as written in the file.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Step::Group(_) => "group",
+            Step::Call(_) => "call",
+            Step::Cast(_) => "cast",
+            Step::Fanout(_) => "fanout",
+            Step::Notify(_) => "notify",
+            Step::Wait(_) => "wait",
+            Step::Expect(_) => "expect",
+            Step::Sleep(_) => "sleep",
+            Step::Kill(_) => "kill",
+            Step::Restart(_) => "restart",
+            Step::DropConnections(_) => "drop_connections",
+            Step::Pause(_) => "pause",
+        }
+    }
+
+    /// Every step keyword.
+    pub const KEYWORDS: [&'static str; 12] = [
+        "group",
+        "call",
+        "cast",
+        "fanout",
+        "notify",
+        "wait",
+        "expect",
+        "sleep",
+        "kill",
+        "restart",
+        "drop_connections",
+        "pause",
+    ];
+}
+
+/// A step expected to fail on a given broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownFailure {
+    /// Broker label: `kind` or `kind:flavour` (`embedded:rabbitmq3`, `rabbitmq`), or a flavour alone
+    /// (`rabbitmq3`), matched against the broker actually used.
+    pub broker: String,
+    /// The AMQP error condition the failure must carry (`amqp:not-found`), or an error kind (`timed_out`).
+    pub condition: String,
+    /// Why (shown in the report).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `call:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallStep {
+    /// Service whose transport makes the call (default: the harness client).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Target.
+    pub target: TargetSpec,
+    /// Method.
+    pub method: String,
+    /// Keyword arguments.
+    #[serde(default)]
+    pub args: serde_json::Map<String, Json>,
+    /// Request context.
+    #[serde(default)]
+    pub context: serde_json::Map<String, Json>,
+    /// Call timeout (duration; default the driver's rpc_response_timeout).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Call monitor timeout (duration).
+    #[serde(default)]
+    pub call_monitor_timeout: Option<String>,
+    /// Make this many calls.
+    #[serde(default)]
+    pub repeat: Option<usize>,
+    /// Run the repeated calls concurrently, this many at once.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Reply mode for this call's client (`dynamic`, `named`, `rabbitmq-direct-reply`, `temporary-queue`).
+    #[serde(default)]
+    pub reply_mode: Option<String>,
+    /// What must come back.
+    #[serde(default)]
+    pub expect: Option<CallExpect>,
+    /// Brokers on which this step is expected to fail.
+    #[serde(default)]
+    pub known_failures: Vec<KnownFailure>,
+}
+
+/// `expect:` of a call.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallExpect {
+    /// The result value.
+    #[serde(default)]
+    pub result: Option<Json>,
+    /// The error.
+    #[serde(default)]
+    pub error: Option<ErrorExpect>,
+}
+
+/// An expected error.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorExpect {
+    /// Error kind: `timed_out`, `remote`, `delivery_failed`, `disconnected`, `invalid_target`, `refused`.
+    pub kind: String,
+    /// Remote exception class.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Remote exception module.
+    #[serde(default)]
+    pub module: Option<String>,
+    /// Substring of the message.
+    #[serde(default)]
+    pub message_contains: Option<String>,
+    /// Broker condition.
+    #[serde(default)]
+    pub condition: Option<String>,
+}
+
+/// `cast:` and `fanout:` steps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CastStep {
+    /// Service whose transport sends (default: the harness client).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Target.
+    pub target: TargetSpec,
+    /// Method.
+    pub method: String,
+    /// Keyword arguments.
+    #[serde(default)]
+    pub args: serde_json::Map<String, Json>,
+    /// Request context.
+    #[serde(default)]
+    pub context: serde_json::Map<String, Json>,
+    /// Send this many.
+    #[serde(default)]
+    pub repeat: Option<usize>,
+    /// What must happen (`error:` for a failing send).
+    #[serde(default)]
+    pub expect: Option<CallExpect>,
+    /// Brokers on which this step is expected to fail.
+    #[serde(default)]
+    pub known_failures: Vec<KnownFailure>,
+}
+
+/// `notify:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyStep {
+    /// Publisher id.
+    #[serde(default)]
+    pub publisher: Option<String>,
+    /// Topics (default `notifications`).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Priority: audit, critical, debug, error, info, sample, warn.
+    pub priority: String,
+    /// Event type.
+    pub event_type: String,
+    /// Payload.
+    #[serde(default)]
+    pub payload: Json,
+    /// Request context.
+    #[serde(default)]
+    pub context: serde_json::Map<String, Json>,
+    /// Message format: 2 (default, messaging v2 envelope) or 1.
+    #[serde(default)]
+    pub version: Option<u8>,
+    /// Send this many.
+    #[serde(default)]
+    pub repeat: Option<usize>,
+    /// What must happen (`error:` for a failing send).
+    #[serde(default)]
+    pub expect: Option<CallExpect>,
+    /// Brokers on which this step is expected to fail.
+    #[serde(default)]
+    pub known_failures: Vec<KnownFailure>,
+}
+
+/// `wait:` step: until each named service received at least N deliveries in total.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitStep {
+    /// Service name -> total deliveries to wait for.
+    pub deliveries: BTreeMap<String, usize>,
+    /// Give up after (duration; default 10s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// `expect:` step.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectStep {
+    /// Service -> total deliveries received so far (calls, casts, notifications).
+    #[serde(default)]
+    pub deliveries: BTreeMap<String, usize>,
+    /// Service -> method (or `priority:event_type` for listeners) -> count.
+    #[serde(default)]
+    pub received: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Broker counters that must match (a JSON subset of node0's counters).
+    #[serde(default)]
+    pub broker_counters: Option<Json>,
+}
+
+/// A broker node reference.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStep {
+    /// Node name (`node0`) or index; default `node0`.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// `pause:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseStep {
+    /// Node name or index; default `node0`.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How long (duration).
+    #[serde(rename = "for")]
+    pub duration: String,
+}

@@ -1,0 +1,315 @@
+//! Loading a scenario: variables, YAML parsing with positions, and semantic validation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use super::diagnostic::{did_you_mean, Diagnostic};
+use super::locate::{Locator, Span};
+use super::model::Scenario;
+use super::validate;
+use super::vars;
+
+/// A parsed and validated scenario.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The file as named on the command line (used in messages and snapshot names).
+    pub file: String,
+    /// Scenario name (the `name:` key, else the file stem).
+    pub name: String,
+    /// Source after variable substitution.
+    pub source: String,
+    /// The model.
+    pub scenario: Scenario,
+    /// Positions of keys and values in `source`.
+    pub locator: Locator,
+    /// The variables in force.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A scenario that failed to load, with everything needed to render its diagnostics.
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    /// File name as given.
+    pub file: String,
+    /// The text the diagnostics point into.
+    pub source: String,
+    /// The problems, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Invalid {
+    /// Renders every diagnostic plus a summary line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for d in &self.diagnostics {
+            out.push_str(&d.render(&self.file, &self.source));
+            out.push('\n');
+        }
+        let n = self.diagnostics.len();
+        out.push_str(&format!(
+            "error: scenario {} is invalid ({} error{})\n",
+            self.file,
+            n,
+            if n == 1 { "" } else { "s" }
+        ));
+        out
+    }
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read scenario {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario.
+    #[error("{}", .0.render())]
+    Invalid(Box<Invalid>),
+}
+
+/// Loads `path`, with `env` (process environment pairs) and `cli_vars` (`--var`) applied.
+pub fn load_file(
+    path: &Path,
+    env: &[(String, String)],
+    cli_vars: &[(String, String)],
+) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = path.display().to_string();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("scenario")
+        .to_string();
+    parse_str(&file, &stem, &text, env, cli_vars).map_err(|e| LoadError::Invalid(Box::new(e)))
+}
+
+/// Parses and validates scenario `text` named `file`.
+pub fn parse_str(
+    file: &str,
+    default_name: &str,
+    text: &str,
+    env: &[(String, String)],
+    cli_vars: &[(String, String)],
+) -> Result<Loaded, Invalid> {
+    let vars = vars::merge(vars::file_vars(text), env, cli_vars);
+    let source = match vars::substitute(text, &vars) {
+        Ok(s) => s,
+        Err(diagnostics) => {
+            return Err(Invalid {
+                file: file.into(),
+                source: text.into(),
+                diagnostics,
+            })
+        }
+    };
+    let invalid = |diagnostics| Invalid {
+        file: file.into(),
+        source: source.clone(),
+        diagnostics,
+    };
+    if source.trim().is_empty()
+        || source
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Err(invalid(vec![Diagnostic::new(
+            "the scenario file is empty",
+            Span {
+                line: 1,
+                col: 1,
+                len: 1,
+            },
+            "expected a mapping with at least `steps:`",
+        )]));
+    }
+    let locator = Locator::new(&source);
+    let scenario: Scenario = match serde_yaml::from_str(&source) {
+        Ok(s) => s,
+        Err(e) => return Err(invalid(vec![serde_diagnostic(&e, &source, &locator)])),
+    };
+    let diags = validate::validate(&scenario, &locator);
+    if !diags.is_empty() {
+        return Err(invalid(diags));
+    }
+    let name = scenario
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name.to_string());
+    Ok(Loaded {
+        file: file.into(),
+        name,
+        source,
+        scenario,
+        locator,
+        vars,
+    })
+}
+
+fn backticked(s: &str) -> Vec<String> {
+    let re = Regex::new(r"`([^`]*)`").unwrap_or_else(|_| unreachable!());
+    re.captures_iter(s)
+        .filter_map(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
+        .collect()
+}
+
+/// Length of the token starting at (line, col) in `source`: up to whitespace, `:` or a flow delimiter.
+fn token_len(source: &str, line: usize, col: usize) -> usize {
+    let Some(l) = source.lines().nth(line.saturating_sub(1)) else {
+        return 1;
+    };
+    l.chars()
+        .skip(col.saturating_sub(1))
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '{' | '}' | '[' | ']'))
+        .count()
+        .max(1)
+}
+
+/// Finds the span of key `name` in the mapping that starts at or after `from` (serde_yaml points at the
+/// mapping or the value for unknown fields).
+fn find_key(source: &str, locator: &Locator, name: &str, from: Span) -> Option<Span> {
+    let _ = locator;
+    for (i, l) in source
+        .lines()
+        .enumerate()
+        .skip(from.line.saturating_sub(1))
+        .take(200)
+    {
+        let stripped = l.trim_start().trim_start_matches("- ");
+        let indent = l.len() - stripped.len();
+        for (pos, _) in l.match_indices(name) {
+            if pos < indent && i + 1 != from.line {
+                continue;
+            }
+            let after = &l[pos + name.len()..];
+            let before_ok = pos == 0
+                || matches!(
+                    l.as_bytes()[pos - 1],
+                    b' ' | b'{' | b',' | b'-' | b'"' | b'\''
+                );
+            if before_ok
+                && after
+                    .trim_start_matches(['"', '\''])
+                    .trim_start()
+                    .starts_with(':')
+            {
+                if i + 1 == from.line && pos + 1 < from.col.saturating_sub(name.len() + 2) {
+                    continue;
+                }
+                return Some(Span {
+                    line: i + 1,
+                    col: l[..pos].chars().count() + 1,
+                    len: name.chars().count(),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Turns a serde_yaml error into a diagnostic with a location, an expectation and a suggestion.
+pub fn serde_diagnostic(e: &serde_yaml::Error, source: &str, locator: &Locator) -> Diagnostic {
+    let loc = e.location().map(|l| Span {
+        line: l.line(),
+        col: l.column(),
+        len: 1,
+    });
+    let full = e.to_string();
+    let tail = Regex::new(r" at line \d+ column \d+").unwrap_or_else(|_| unreachable!());
+    let msg = tail.replace_all(&full, "").to_string();
+    let prefix = Regex::new(r"^([\w\[\]\.\-]+): ").unwrap_or_else(|_| unreachable!());
+    let (path, msg) = match prefix.captures(&msg) {
+        Some(c) => {
+            let p = c.get(1).map(|m| m.as_str().to_string()).unwrap_or_default();
+            let rest = msg[c.get(0).map(|m| m.end()).unwrap_or(0)..].to_string();
+            (Some(p), rest)
+        }
+        None => (None, msg),
+    };
+    let mut span = loc.unwrap_or(Span {
+        line: 1,
+        col: 1,
+        len: 1,
+    });
+    let in_ = path
+        .as_deref()
+        .map(|p| format!(" in `{p}`"))
+        .unwrap_or_default();
+    let names = backticked(&msg);
+    if msg.starts_with("unknown field") {
+        let given = names.first().cloned().unwrap_or_default();
+        let expected: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
+        if let Some(s) = find_key(source, locator, &given, span) {
+            span = s;
+        } else {
+            span.len = token_len(source, span.line, span.col);
+        }
+        let label = if expected.is_empty() {
+            "no keys are allowed here".to_string()
+        } else {
+            format!("expected one of: {}", expected.join(", "))
+        };
+        return Diagnostic::new(format!("unknown key '{given}'{in_}"), span, label)
+            .with_help(did_you_mean(&given, expected.iter().copied()));
+    }
+    if msg.starts_with("unknown variant") {
+        let given = names.first().cloned().unwrap_or_default();
+        let expected: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
+        let is_step = expected.contains(&"call") && expected.contains(&"notify");
+        if let Some(s) = find_key(source, locator, &given, span) {
+            span = s;
+        } else {
+            span.len = token_len(source, span.line, span.col).max(given.chars().count());
+        }
+        let what = if is_step { "step" } else { "value" };
+        return Diagnostic::new(
+            format!("unknown {what} '{given}'{in_}"),
+            span,
+            format!("expected one of: {}", expected.join(", ")),
+        )
+        .with_help(did_you_mean(&given, expected.iter().copied()));
+    }
+    if msg.starts_with("missing field") {
+        let given = names.first().cloned().unwrap_or_default();
+        span.len = token_len(source, span.line, span.col);
+        let what = path
+            .as_deref()
+            .map(|p| format!("`{p}`"))
+            .unwrap_or_else(|| "the scenario".to_string());
+        return Diagnostic::new(
+            format!("missing key '{given}' in {what}"),
+            span,
+            format!("`{given}:` is required here"),
+        );
+    }
+    if msg.starts_with("invalid type")
+        || msg.starts_with("invalid value")
+        || msg.starts_with("invalid length")
+    {
+        span.len = token_len(source, span.line, span.col);
+        let (what, expected) = match msg.split_once(", expected ") {
+            Some((w, x)) => {
+                let x = match x {
+                    "usize" | "u8" | "u16" | "u32" | "u64" | "i64" => "a whole number",
+                    other => other,
+                };
+                (w.to_string(), format!("expected {x}"))
+            }
+            None => (msg.clone(), String::new()),
+        };
+        return Diagnostic::new(format!("{what}{in_}"), span, expected);
+    }
+    // Syntax errors and anything else: keep serde_yaml's wording.
+    span.len = 1;
+    Diagnostic::new(format!("YAML syntax error: {msg}"), span, "here")
+}

@@ -1,0 +1,123 @@
+//! CLI tests: run the built `harness` binary and snapshot exit code, stdout and stderr.
+
+use std::path::Path;
+use std::process::Command;
+
+fn harness(args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("HARNESS_TEMPLATES")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the harness binary runs");
+    format!(
+        "exit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "signal".into()),
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+fn harness_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn workspace() -> &'static Path {
+    harness_dir().parent().expect("workspace root")
+}
+
+#[test]
+fn help() {
+    insta::assert_snapshot!(harness(&["--help"], workspace()));
+}
+
+#[test]
+fn run_help() {
+    insta::assert_snapshot!(harness(&["run", "--help"], workspace()));
+}
+
+#[test]
+fn list_scenarios() {
+    let out = harness(&["list"], workspace());
+    assert!(out.starts_with("exit code: 0"), "{out}");
+    assert!(out.contains("scenarios/rpc.yaml"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = harness(&["run"], workspace());
+    assert!(out.starts_with("exit code: 2"), "{out}");
+    let out = harness(
+        &["run", "scenarios/rpc.yaml", "--backend", "kubernetes"],
+        workspace(),
+    );
+    assert!(out.starts_with("exit code: 2"), "{out}");
+    assert!(out.contains("unknown backend 'kubernetes'"), "{out}");
+    let out = harness(
+        &["run", "scenarios/rpc.yaml", "--broker", "qpid-cpp"],
+        workspace(),
+    );
+    assert!(out.starts_with("exit code: 2"), "{out}");
+}
+
+#[test]
+fn missing_file_is_invalid() {
+    let out = harness(&["run", "scenarios/does-not-exist.yaml"], workspace());
+    assert!(out.starts_with("exit code: 3"), "{out}");
+    assert!(
+        out.contains("cannot read scenario scenarios/does-not-exist.yaml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn brokers_lists_every_backend() {
+    let out = harness(&["brokers"], workspace());
+    assert!(out.starts_with("exit code: 0"), "{out}");
+    assert!(
+        out.contains("embedded   embedded (qpidd, router, rabbitmq3)"),
+        "{out}"
+    );
+    assert!(out.contains("usable"), "{out}");
+    for b in ["process", "container"] {
+        assert!(out.lines().any(|l| l.starts_with(b)), "{b} missing: {out}");
+    }
+}
+
+/// Every fixture under tests/fixtures/invalid/ must be rejected with exit code 3, its `# expect:` text on
+/// stderr, a `file:line:column` pointer, and a stable rendering (snapshot).
+#[test]
+fn invalid_fixtures() {
+    let mut n = 0;
+    insta::glob!("fixtures/invalid/*.yaml", |path| {
+        n += 1;
+        let text = std::fs::read_to_string(path).expect("fixture readable");
+        let expect = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()));
+        let name = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .expect("file name");
+        let rel = format!("tests/fixtures/invalid/{name}");
+        let out = harness(&["run", &rel, "--no-snapshot"], harness_dir());
+        assert!(out.starts_with("exit code: 3\n"), "{name}: {out}");
+        assert!(
+            out.contains(expect),
+            "{name}: expected {expect:?} in:\n{out}"
+        );
+        assert!(
+            out.contains(&format!(" --> {rel}:")),
+            "{name}: no location in:\n{out}"
+        );
+        assert!(!out.contains("panicked"), "{name}: {out}");
+        insta::assert_snapshot!(out);
+    });
+    assert!(n >= 20, "only {n} invalid fixtures");
+}

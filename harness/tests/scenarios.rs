@@ -1,0 +1,109 @@
+//! Runs every scenario in `scenarios/` (and `scenarios/compat/`) on the embedded broker and checks its
+//! transcript against `scenarios/snapshots/<name>.snap` — the same files `harness run` reads and writes, so
+//! `cargo insta review` and `harness run --update` both accept changes.
+//!
+//! `scenarios/interop/*.yaml` need the Python oslo.messaging peer; they run only when `HARNESS_PYTHON_PEER`
+//! is set or the peer's venv exists.
+
+use std::path::Path;
+
+use harness::backend::BackendKind;
+use harness::report::terminal::Terminal;
+use harness::runner::{self, RunOptions};
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+}
+
+fn run_one(path: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rel = path.strip_prefix(workspace()).unwrap_or(path).to_path_buf();
+    let loaded = harness::scenario::load_file(path, &[], &[])
+        .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+    let opts = RunOptions {
+        backend: Some(BackendKind::Embedded),
+        broker: None,
+        url: None,
+        templates_dir: workspace().join("templates"),
+    };
+    let result = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            runner::run(&loaded, &opts, &Terminal::new()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{} did not finish within 120 s", rel.display()))
+    });
+    let report = result.report;
+    assert!(
+        report.error.is_none(),
+        "{}: {:?}",
+        rel.display(),
+        report.error
+    );
+    let failures: Vec<String> = report
+        .failures()
+        .map(|s| {
+            format!(
+                "step {} {} (line {}): {}",
+                s.index,
+                s.keyword,
+                s.line,
+                s.message.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}\n--- transcript ---\n{}",
+        rel.display(),
+        failures.join("\n"),
+        report.transcript
+    );
+    let name = harness::snapshot::snapshot_name(&rel);
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(workspace().join("scenarios").join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.remove_snapshot_suffix();
+    settings.set_input_file(&rel);
+    settings.set_omit_expression(false);
+    let transcript = report.transcript;
+    settings.bind(|| insta::assert_snapshot!(name, transcript));
+}
+
+#[test]
+fn scenarios_on_embedded_broker() {
+    insta::glob!("../../scenarios", "*.yaml", |path| run_one(path));
+}
+
+#[test]
+fn compat_scenarios_on_embedded_broker() {
+    insta::glob!("../../scenarios", "compat/*.yaml", |path| run_one(path));
+}
+
+#[test]
+fn interop_scenarios_with_python_peer() {
+    let venv = harness::peer::default_venv();
+    if std::env::var_os("HARNESS_PYTHON_PEER").is_none()
+        && !venv.join("bin").join("python").exists()
+    {
+        eprintln!(
+            "\n*** SKIPPING scenarios/interop/*.yaml: the Python oslo.messaging peer is not set up ({} missing).\n\
+             *** Run `{}` (or set HARNESS_PYTHON_PEER=1) to include them. ***\n",
+            venv.display(),
+            harness::peer::SETUP_COMMAND
+        );
+        return;
+    }
+    if !workspace().join("scenarios/interop").is_dir() {
+        eprintln!("no scenarios/interop directory; nothing to run");
+        return;
+    }
+    insta::glob!("../../scenarios", "interop/*.yaml", |path| run_one(path));
+}
