@@ -404,7 +404,7 @@ pub fn suggest_option(name: &str) -> Option<String> {
         .iter()
         .chain(EXTENSION_OPTION_NAMES.iter())
         .map(|n| (edit_distance(&lname, n), *n))
-        .filter(|(d, n)| *d <= 3.max(n.len() / 4))
+        .filter(|(d, _)| *d <= 1.max(lname.len() / 3) && *d < lname.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n.to_string())
 }
@@ -757,15 +757,19 @@ impl fmt::Display for ConfigError {
         if let Some(s) = &self.section {
             write!(f, "[{s}] ")?;
         }
-        // Option errors already start with the option name.
-        let named_by_kind = matches!(
-            *self.kind,
-            ConfigErrorKind::Option(_) | ConfigErrorKind::Syntax(_)
-        );
-        if let (Some(o), false) = (&self.option, named_by_kind) {
-            write!(f, "{o}: ")?;
+        // Skip the option prefix when the message already names the option.
+        let kind = self.kind.to_string();
+        if let Some(o) = &self.option {
+            let named = match &*self.kind {
+                ConfigErrorKind::Syntax(_) => true,
+                ConfigErrorKind::Option(OptionError::Unknown { name, .. }) => name == o,
+                _ => kind.starts_with(&format!("{o}:")),
+            };
+            if !named {
+                write!(f, "{o}: ")?;
+            }
         }
-        write!(f, "{}", self.kind)
+        f.write_str(&kind)
     }
 }
 
