@@ -310,6 +310,9 @@ pub enum Malformed {
     /// A notification priority is unknown.
     #[error("unknown notification priority \"{0}\"")]
     BadPriority(String),
+    /// The transfer payload is not a valid AMQP message.
+    #[error("invalid AMQP message encoding: {0}")]
+    Amqp(String),
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -1016,6 +1019,15 @@ impl IncomingMessage {
             ttl_ms: msg.header.as_ref().and_then(|h| h.ttl),
             body,
         }
+    }
+
+    /// Decodes a transfer payload (the bytes of the message sections), e.g. the output of
+    /// [`OutgoingMessage::encode_sections`].
+    pub fn decode_sections(bytes: &[u8]) -> Result<Self, Malformed> {
+        use fe2o3_amqp_types::messaging::message::__private::Deserializable;
+        let msg: Deserializable<Message<Body<serde_amqp::Value>>> =
+            serde_amqp::from_slice(bytes).map_err(|e| Malformed::Amqp(e.to_string()))?;
+        Ok(Self::from_amqp(&msg.0))
     }
 
     /// Whether this is a call-monitor heartbeat (no body).

@@ -43,7 +43,17 @@ fn ctx() -> Map {
 fn decode_bytes(b: &[u8]) -> IncomingMessage {
     let msg: Deserializable<Message<Body<serde_amqp::Value>>> =
         serde_amqp::from_slice(b).expect("decodes");
-    IncomingMessage::from_amqp(&msg.0)
+    let inc = IncomingMessage::from_amqp(&msg.0);
+    assert_eq!(IncomingMessage::decode_sections(b).unwrap(), inc);
+    inc
+}
+
+#[test]
+fn decode_sections_rejects_garbage() {
+    assert!(matches!(
+        IncomingMessage::decode_sections(&[0x00, 0x53, 0x73, 0xc0, 0xff]),
+        Err(Malformed::Amqp(_))
+    ));
 }
 
 fn notification() -> Notification {
