@@ -1,0 +1,236 @@
+//! Image templates (`templates/images/`): snapshot of every rendered Dockerfile, and the container backend
+//! against the offline images (`ci/images/build-offline.sh`) when a docker daemon and the images are here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use harness::backend::container::{
+    docker_available, image_exists, render_image, ContainerBackend, EMBEDDED_IMAGE,
+    IMAGE_TEMPLATES, RABBITMQ_OFFLINE_IMAGE,
+};
+use harness::backend::{wait_ready, Backend, BrokerKind, BrokerSpec, User};
+
+fn templates_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates")
+}
+
+/// Example values for the download mirrors, which are never hard-coded.
+fn example_vars() -> BTreeMap<String, String> {
+    [
+        ("centos_vault_mirror", "https://vault.mirror.example/centos"),
+        ("epel_archive_mirror", "https://archive.mirror.example/epel"),
+        ("apache_archive", "https://archive.mirror.example/dist"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+#[test]
+fn every_image_template_renders() {
+    let vars = example_vars();
+    for t in IMAGE_TEMPLATES {
+        let text = render_image(&templates_dir(), t.name, &vars)
+            .unwrap_or_else(|e| panic!("{} does not render: {e}", t.name));
+        assert!(
+            text.lines().any(|l| l.starts_with("FROM ")
+                && l.contains(t.base_image.split(':').next().unwrap_or(""))
+                || l.starts_with("FROM ${BASE_IMAGE}")),
+            "{}: no FROM line for {}:\n{text}",
+            t.name,
+            t.base_image
+        );
+        assert!(
+            text.contains("amqp1-rig=1"),
+            "{}: no amqp1-rig label",
+            t.name
+        );
+        for f in t.files {
+            assert!(
+                templates_dir().join("images/files").join(f).is_file(),
+                "{}: build file {f} missing",
+                t.name
+            );
+            assert!(text.contains(f), "{}: {f} is not copied", t.name);
+        }
+        insta::assert_snapshot!(format!("image_{}", t.name), text);
+    }
+}
+
+#[test]
+fn offline_templates_are_plain_dockerfiles() {
+    // ci/images/build-offline.sh feeds these to `docker build` without rendering them.
+    for t in IMAGE_TEMPLATES.iter().filter(|t| t.offline) {
+        let raw = std::fs::read_to_string(templates_dir().join(t.template)).expect("readable");
+        let rendered = render_image(&templates_dir(), t.name, &BTreeMap::new()).expect("renders");
+        assert_eq!(raw, rendered, "{} must contain no tera tags", t.name);
+    }
+}
+
+#[test]
+fn missing_mirror_is_named() {
+    let err = render_image(&templates_dir(), "qpidd-centos7", &BTreeMap::new())
+        .expect_err("mirrors are required");
+    let msg = err.to_string();
+    assert!(msg.contains("centos_vault_mirror"), "{msg}");
+    assert!(msg.contains("epel_archive_mirror"), "{msg}");
+    let err = render_image(&templates_dir(), "qpidd-gentoo", &BTreeMap::new())
+        .expect_err("unknown template");
+    assert!(err.to_string().contains("qpidd-centos7"), "{err}");
+}
+
+#[test]
+fn rabbitmq_plugin_only_on_3x() {
+    let mut vars = BTreeMap::new();
+    let three = render_image(&templates_dir(), "rabbitmq-3.13", &vars).expect("renders");
+    assert!(three.contains("rabbitmq-plugins enable --offline rabbitmq_amqp1_0"));
+    let four = render_image(&templates_dir(), "rabbitmq-4", &vars).expect("renders");
+    assert!(!four.contains("rabbitmq-plugins"));
+    vars.insert("version".to_string(), "4.1".to_string());
+    vars.insert(
+        "base_image".to_string(),
+        "rabbitmq:4.1-management".to_string(),
+    );
+    let four_one = render_image(&templates_dir(), "rabbitmq-4", &vars).expect("renders");
+    assert!(four_one.contains("FROM rabbitmq:4.1-management"));
+}
+
+/// Skips (with the reason on stderr) when docker or the image is not here; CI builds the images first.
+fn can_run(image: &str) -> bool {
+    if let Err(e) = docker_available() {
+        eprintln!("skipping: {e}");
+        return false;
+    }
+    if !image_exists(image) {
+        eprintln!("skipping: image {image} missing (run ci/images/build-offline.sh)");
+        return false;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_rabbitmq_lifecycle() {
+    if !can_run(RABBITMQ_OFFLINE_IMAGE) {
+        return;
+    }
+    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir());
+    spec.users.push(User {
+        name: "rig".into(),
+        password: "s3cret-pass".into(),
+    });
+    let backend = ContainerBackend::default();
+    let t0 = Instant::now();
+    let handle = tokio::time::timeout(Duration::from_secs(180), backend.start(&spec))
+        .await
+        .expect("start within 180 s")
+        .expect("rabbitmq container starts");
+    eprintln!(
+        "time to first ready broker (container, {RABBITMQ_OFFLINE_IMAGE}): {:?}",
+        t0.elapsed()
+    );
+    let node = handle.node("node0").expect("node0");
+    let url = node.url();
+    assert!(
+        url.starts_with("amqp://rig:s3cret-pass@127.0.0.1:"),
+        "url shape"
+    );
+    wait_ready(&url, Duration::from_secs(20))
+        .await
+        .expect("AMQP open with the user");
+    // a wrong password is refused, so the user really is configured
+    let bad = url.replace("s3cret-pass", "wrong");
+    assert!(
+        wait_ready(&bad, Duration::from_secs(3)).await.is_err(),
+        "wrong password accepted"
+    );
+    assert!(
+        node.logs().contains("rabbitmq_amqp1_0"),
+        "logs captured:\n{}",
+        node.logs()
+    );
+
+    node.pause().await.expect("docker pause");
+    assert!(
+        wait_ready(&url, Duration::from_secs(3)).await.is_err(),
+        "paused broker answered"
+    );
+    node.resume().await.expect("docker unpause");
+    wait_ready(&url, Duration::from_secs(20))
+        .await
+        .expect("ready after resume");
+
+    node.kill().await.expect("kill");
+    assert!(
+        wait_ready(&url, Duration::from_secs(2)).await.is_err(),
+        "killed broker answered"
+    );
+    let t1 = Instant::now();
+    tokio::time::timeout(Duration::from_secs(180), node.restart())
+        .await
+        .expect("restart within 180 s")
+        .expect("restart");
+    eprintln!("container restart to ready: {:?}", t1.elapsed());
+    wait_ready(&url, Duration::from_secs(20))
+        .await
+        .expect("ready after restart");
+
+    let before = my_containers("rabbitmq");
+    assert_eq!(
+        before.len(),
+        1,
+        "one rabbitmq container of this test process: {before:?}"
+    );
+    handle.stop().await;
+    let after = my_containers("rabbitmq");
+    assert!(after.is_empty(), "containers left after stop: {after:?}");
+}
+
+/// Ids of containers this test process started for `broker` (by the labels the backend sets).
+fn my_containers(broker: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=amqp1-rig.owner-pid={}", std::process::id()),
+            "--filter",
+            &format!("label=amqp1-rig.broker={broker}"),
+        ])
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_embedded_broker_ready() {
+    if !can_run(EMBEDDED_IMAGE) {
+        return;
+    }
+    let mut spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
+    spec.flavour = Some("router".into());
+    let backend = ContainerBackend::default();
+    let t0 = Instant::now();
+    let handle = tokio::time::timeout(Duration::from_secs(120), backend.start(&spec))
+        .await
+        .expect("start within 120 s")
+        .expect("embedded-broker container starts");
+    eprintln!(
+        "time to first ready broker (container, {EMBEDDED_IMAGE}): {:?}",
+        t0.elapsed()
+    );
+    let node = handle.node("node0").expect("node0");
+    wait_ready(&node.url(), Duration::from_secs(20))
+        .await
+        .expect("AMQP open");
+    assert!(node.product().contains("router"), "{}", node.product());
+    assert_eq!(my_containers("embedded").len(), 1);
+    handle.stop().await;
+    assert!(
+        my_containers("embedded").is_empty(),
+        "container left after stop"
+    );
+}
