@@ -9,7 +9,8 @@
 //! * the scheme is `amqp` or `amqp+anything` (oslo splits on `+` to pick the driver);
 //! * hosts are separated by `,` and kept in failover order; IPv6 literals go in `[...]`;
 //! * user, password and virtual host are percent-decoded;
-//! * a missing port is 5672; with no host at all `localhost:5672` is used;
+//! * a missing or empty port is 5672; with no host at all `localhost:5672` is used;
+//! * query parameters with blank values are dropped (Python's `parse_qs`);
 //! * the virtual host is the path without its leading `/`: `amqp://h/` has none,
 //!   `amqp://h//` has `"/"`, `amqp://h/vh` has `"vh"`.
 //!
@@ -252,7 +253,11 @@ fn parse_port(host: &str, port: &str) -> Result<u16, UrlError> {
         host: host.to_string(),
         port: port.to_string(),
     };
-    if port.is_empty() || !port.bytes().all(|c| c.is_ascii_digit()) {
+    // An empty port (`host:`) means the default port, as in oslo.
+    if port.is_empty() {
+        return Ok(DEFAULT_PORT);
+    }
+    if !port.bytes().all(|c| c.is_ascii_digit()) {
         return Err(bad());
     }
     match port.parse::<u16>() {
@@ -364,7 +369,11 @@ impl FromStr for TransportUrl {
                 if k.is_empty() {
                     return Err(UrlError::EmptyQueryKey);
                 }
-                pairs.push((k, decode_query(v)?));
+                let v = decode_query(v)?;
+                // Blank values are dropped, like Python's parse_qs (used by oslo).
+                if !v.is_empty() {
+                    pairs.push((k, v));
+                }
             }
         }
         Ok(TransportUrl {
@@ -547,7 +556,7 @@ mod tests {
         assert!(matches!(e("amqp://h:abc/"), UrlError::BadPort { ref port, .. } if port == "abc"));
         assert!(matches!(e("amqp://h:0/"), UrlError::BadPort { .. }));
         assert!(matches!(e("amqp://h:65536/"), UrlError::BadPort { .. }));
-        assert!(matches!(e("amqp://h:/"), UrlError::BadPort { .. }));
+        assert_eq!(p("amqp://h:/").hosts[0].port, 5672);
         assert!(matches!(e("amqp://h:-1/"), UrlError::BadPort { .. }));
         assert_eq!(e("amqp://h1,,h2/"), UrlError::EmptyHost { index: 2 });
         assert_eq!(e("amqp://h1,/"), UrlError::EmptyHost { index: 2 });
@@ -580,10 +589,12 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let u = p("amqp://h/?a=1&b=x%20y+z&flag&a=2");
+        let u = p("amqp://h/?a=1&b=x%20y+z&flag&a=2&empty=");
         assert_eq!(u.query_values("a").collect::<Vec<_>>(), vec!["1", "2"]);
         assert_eq!(u.query_values("b").collect::<Vec<_>>(), vec!["x y z"]);
-        assert_eq!(u.query_values("flag").collect::<Vec<_>>(), vec![""]);
+        assert_eq!(u.query_values("flag").count(), 0);
+        assert_eq!(u.query_values("empty").count(), 0);
+        assert_eq!(u.query.len(), 3);
     }
 
     #[test]
