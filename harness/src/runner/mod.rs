@@ -296,10 +296,10 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
             return RunResult { report };
         }
     };
-    let label = if opts.url.is_some() {
-        "url".to_string()
-    } else {
-        format!("{}:{}", backend_kind, spec.label())
+    let label = match (&opts.url, backend_kind) {
+        (Some(_), _) => "url".to_string(),
+        (None, BackendKind::Embedded) => spec.label(),
+        (None, b) => format!("{b} {}", spec.label()),
     };
     report.broker = label;
     term.scenario_started(&file, &report.broker, loaded.scenario.steps.len());

@@ -1,14 +1,22 @@
 //! Messaging operations of the runner on top of the `driver` crate: the harness client, Rust services
 //! (RPC servers with scripted behaviours, notification listeners) and Python-peer services.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use driver::{
+    Config, Dispatcher, Endpoint, Event, NotificationListener, Notifier, NotifyVersion, Priority,
+    RemoteError, RpcClient, RpcServer, Target, Transport,
+};
+use futures::StreamExt;
 use serde_json::Value as Json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::scenario::model::{NotifyStep, TargetSpec};
+use crate::scenario::model::{Behaviour, NotifyStep, Service, ServiceKind, TargetSpec};
+use crate::scenario::validate::parse_duration;
 use crate::scenario::Loaded;
 
 /// One delivery received by a service.
@@ -25,14 +33,22 @@ pub struct Delivery {
 pub struct Shared {
     /// Deliveries per service, in arrival order.
     pub deliveries: BTreeMap<String, Vec<Delivery>>,
-    /// Stateful behaviours' state per service.
+    /// Stateful behaviours' state per service and method group.
     pub state: BTreeMap<String, Json>,
+}
+
+fn record(shared: &Mutex<Shared>, service: &str, key: String, line: String) {
+    let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
+    sh.deliveries
+        .entry(service.to_string())
+        .or_default()
+        .push(Delivery { line, key });
 }
 
 /// A failed operation, reduced to what steps check.
 #[derive(Debug, Clone)]
 pub struct OpError {
-    /// `timed_out`, `remote`, `delivery_failed`, `disconnected`, `invalid_target`, `refused`, `other`.
+    /// `timed_out`, `remote`, `delivery_failed`, `disconnected`, `invalid_target`, `refused`, `closed`.
     pub kind: String,
     /// Broker condition, when the broker refused something.
     pub condition: Option<String>,
@@ -42,10 +58,184 @@ pub struct OpError {
     pub remote: Option<(String, String)>,
 }
 
+macro_rules! op_error {
+    ($e:expr) => {{
+        let e = $e;
+        OpError {
+            kind: e.kind().as_str().to_string(),
+            condition: e.condition().map(str::to_string),
+            message: e
+                .remote()
+                .map(|r| r.message.clone())
+                .or_else(|| e.description().map(str::to_string)),
+            remote: e.remote().map(|r| (r.class.clone(), r.module.clone())),
+        }
+    }};
+}
+
+/// A running service.
+enum ServiceRt {
+    Rpc {
+        transport: Transport,
+        server: RpcServer,
+    },
+    Listener {
+        transport: Transport,
+        stop: CancellationToken,
+        task: JoinHandle<()>,
+    },
+}
+
 /// The running messaging side of a scenario.
-#[derive(Debug)]
 pub struct Env {
-    _shared: Arc<Mutex<Shared>>,
+    client: Transport,
+    url: String,
+    extra_clients: tokio::sync::Mutex<HashMap<String, Transport>>,
+    services: Vec<(String, ServiceRt)>,
+    events: Arc<Mutex<BTreeSet<(String, String)>>>,
+    event_tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+fn to_target(t: &TargetSpec, fanout: bool) -> Target {
+    let mut target = Target::topic(t.topic.clone());
+    target.exchange = t.exchange.clone();
+    target.server = t.server.clone();
+    target.version = t.version.clone();
+    target.namespace = t.namespace.clone();
+    target.fanout = fanout;
+    target
+}
+
+async fn connect(ini: &str, origin: &str) -> Result<Transport, String> {
+    let cfg = Config::from_ini_str(ini, Path::new(origin)).map_err(|e| format!("{origin}: {e}"))?;
+    Transport::connect(cfg)
+        .await
+        .map_err(|e| format!("{origin}: connect failed: {e}"))
+}
+
+fn watch_events(
+    source: String,
+    t: &Transport,
+    sink: Arc<Mutex<BTreeSet<(String, String)>>>,
+) -> JoinHandle<()> {
+    let mut rx = t.events();
+    tokio::spawn(async move {
+        let mut was_down = false;
+        loop {
+            match rx.recv().await {
+                Ok(Event::Connected { .. }) => {
+                    if was_down {
+                        if let Ok(mut s) = sink.lock() {
+                            s.insert((source.clone(), "reconnected".into()));
+                        }
+                    }
+                    was_down = false;
+                }
+                Ok(Event::Disconnected { .. }) => {
+                    was_down = true;
+                    if let Ok(mut s) = sink.lock() {
+                        s.insert((source.clone(), "disconnected".into()));
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+fn behaviour_handler(
+    service: String,
+    rec: String,
+    method: String,
+    b: Behaviour,
+    shared: Arc<Mutex<Shared>>,
+) -> impl Fn(
+    driver::Map,
+    driver::Map,
+) -> futures::future::BoxFuture<'static, Result<Json, RemoteError>>
+       + Send
+       + Sync
+       + 'static {
+    let b = Arc::new(b);
+    move |_ctx, args| {
+        let (service, rec, method, b, shared) = (
+            service.clone(),
+            rec.clone(),
+            method.clone(),
+            b.clone(),
+            shared.clone(),
+        );
+        Box::pin(async move {
+            record(
+                &shared,
+                &rec,
+                method.clone(),
+                format!("{method} {}", Json::Object(args.clone())),
+            );
+            if let Some(d) = b.sleep.as_deref().and_then(|d| parse_duration(d).ok()) {
+                tokio::time::sleep(d).await;
+            }
+            if let Some(r) = &b.raise {
+                let msg = r
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("{method} failed"));
+                return Err(RemoteError::new(
+                    r.class.clone(),
+                    r.module.clone().unwrap_or_else(|| "builtins".into()),
+                    msg,
+                ));
+            }
+            if let Some(v) = &b.returns {
+                return Ok(v.clone());
+            }
+            if b.whoami {
+                return Ok(Json::String(service.clone()));
+            }
+            if let Some(op) = &b.state {
+                let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let st = sh
+                    .state
+                    .entry(service.clone())
+                    .or_insert_with(|| serde_json::json!({"list": [], "sum": 0, "count": 0}));
+                if let Some(c) = st.get_mut("count") {
+                    *c = Json::from(c.as_i64().unwrap_or(0) + 1);
+                }
+                let value = args.get("value").cloned().unwrap_or(Json::Null);
+                return Ok(match op.as_str() {
+                    "append" => {
+                        if let Some(Json::Array(l)) = st.get_mut("list") {
+                            l.push(value);
+                        }
+                        st.get("list").cloned().unwrap_or(Json::Null)
+                    }
+                    "add" => {
+                        let sum = st.get("sum").and_then(Json::as_i64).unwrap_or(0)
+                            + value.as_i64().unwrap_or(0);
+                        st["sum"] = Json::from(sum);
+                        Json::from(sum)
+                    }
+                    "count" => st.get("count").cloned().unwrap_or(Json::Null),
+                    _ => st.get("list").cloned().unwrap_or(Json::Null),
+                });
+            }
+            Ok(Json::Object(args))
+        })
+    }
+}
+
+fn priority(s: &str) -> Priority {
+    s.parse::<Priority>().unwrap_or(Priority::Info)
 }
 
 impl Env {
@@ -56,8 +246,181 @@ impl Env {
         templates: &Path,
         shared: Arc<Mutex<Shared>>,
     ) -> Result<Env, String> {
-        let _ = (loaded, url, templates);
-        Ok(Env { _shared: shared })
+        let events = Arc::new(Mutex::new(BTreeSet::new()));
+        let ini = super::base_ini(loaded, url, None);
+        let client = connect(&ini, "harness-client.conf").await?;
+        let mut env = Env {
+            event_tasks: vec![watch_events("client".into(), &client, events.clone())],
+            client,
+            url: url.to_string(),
+            extra_clients: tokio::sync::Mutex::new(HashMap::new()),
+            services: Vec::new(),
+            events,
+        };
+        for svc in &loaded.scenario.services {
+            if svc.kind == ServiceKind::PythonOslo {
+                env.shutdown_quiet().await;
+                return Err(format!(
+                    "service '{}' is `kind: python-oslo`, which this build of the runner cannot start yet",
+                    svc.name
+                ));
+            }
+            match env
+                .start_service(loaded, svc, templates, shared.clone())
+                .await
+            {
+                Ok(rt) => env.services.push((svc.name.clone(), rt)),
+                Err(e) => {
+                    env.shutdown_quiet().await;
+                    return Err(format!("service '{}': {e}", svc.name));
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    async fn start_service(
+        &mut self,
+        loaded: &Loaded,
+        svc: &Service,
+        templates: &Path,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Result<ServiceRt, String> {
+        let ini = match &svc.config {
+            Some(cfg) => super::render_service_config(loaded, svc, cfg, templates, &self.url)
+                .map_err(|e| e.to_string())?,
+            None => super::base_ini(loaded, &self.url, None),
+        };
+        let origin = format!("{}.conf", svc.name);
+        let transport = connect(&ini, &origin).await?;
+        self.event_tasks.push(watch_events(
+            svc.name.clone(),
+            &transport,
+            self.events.clone(),
+        ));
+        let rec = svc.record_as.clone().unwrap_or_else(|| svc.name.clone());
+        if let Some(r) = &svc.rpc_server {
+            let mut dispatcher = Dispatcher::new();
+            for ep in &r.endpoints {
+                let mut e = Endpoint::new();
+                if let Some(ns) = &ep.namespace {
+                    e = e.namespace(ns.clone());
+                }
+                if let Some(v) = &ep.version {
+                    e = e.version(v.clone());
+                }
+                for (m, b) in &ep.methods {
+                    e = e.method(
+                        m.clone(),
+                        behaviour_handler(
+                            svc.name.clone(),
+                            rec.clone(),
+                            m.clone(),
+                            b.clone(),
+                            shared.clone(),
+                        ),
+                    );
+                }
+                dispatcher = dispatcher.endpoint(e);
+            }
+            let server = RpcServer::start(&transport, to_target(&r.target, false), dispatcher)
+                .await
+                .map_err(|e| format!("RPC server did not start: {e}"))?;
+            return Ok(ServiceRt::Rpc { transport, server });
+        }
+        if let Some(l) = &svc.listener {
+            let targets: Vec<Target> = l.targets.iter().map(|t| to_target(t, false)).collect();
+            let prios: Vec<Priority> = if l.priorities.is_empty() {
+                Priority::ALL.to_vec()
+            } else {
+                l.priorities.iter().map(|p| priority(p)).collect()
+            };
+            let mut listener =
+                NotificationListener::start(&transport, targets, prios, l.pool.clone())
+                    .await
+                    .map_err(|e| format!("notification listener did not start: {e}"))?;
+            let stop = CancellationToken::new();
+            let stop2 = stop.clone();
+            let name = rec.clone();
+            let requeue = l.requeue;
+            let task = tokio::spawn(async move {
+                let mut requeued = 0usize;
+                loop {
+                    tokio::select! {
+                        _ = stop2.cancelled() => break,
+                        n = listener.recv() => {
+                            let Some(n) = n else { break };
+                            let nt = &n.notification;
+                            let v = match n.version { NotifyVersion::V1 => 1, NotifyVersion::V2 => 2 };
+                            let key = format!("{}:{}", nt.priority.as_lower(), nt.event_type);
+                            let mut line = format!("{} {} {} publisher={} v{v}", nt.priority.as_lower(), nt.event_type, nt.payload, nt.publisher_id);
+                            if requeued < requeue {
+                                requeued += 1;
+                                line.push_str(" (requeued)");
+                                record(&shared, &name, format!("requeued:{key}"), line);
+                                n.requeue().await;
+                            } else {
+                                record(&shared, &name, key, line);
+                                n.ack().await;
+                            }
+                        }
+                    }
+                }
+                listener.stop().await;
+            });
+            return Ok(ServiceRt::Listener {
+                transport,
+                stop,
+                task,
+            });
+        }
+        Err("neither rpc_server nor listener".into())
+    }
+
+    async fn transport_for(
+        &self,
+        from: Option<&str>,
+        reply_mode: Option<&str>,
+    ) -> Result<Transport, OpError> {
+        if let Some(name) = from {
+            for (n, rt) in &self.services {
+                if n == name {
+                    return Ok(match rt {
+                        ServiceRt::Rpc { transport, .. }
+                        | ServiceRt::Listener { transport, .. } => transport.clone(),
+                    });
+                }
+            }
+        }
+        let Some(mode) = reply_mode else {
+            return Ok(self.client.clone());
+        };
+        let mut extra = self.extra_clients.lock().await;
+        if let Some(t) = extra.get(mode) {
+            return Ok(t.clone());
+        }
+        // A client with a different reply mode: the client's configuration with reply_mode set.
+        let mut cfg = self.client.config().clone();
+        cfg.amqp.set("reply_mode", mode).map_err(|e| OpError {
+            kind: "invalid_target".into(),
+            condition: None,
+            message: Some(e.to_string()),
+            remote: None,
+        })?;
+        let t = Transport::connect(cfg).await.map_err(|e| OpError {
+            kind: "refused".into(),
+            condition: e.condition().map(str::to_string),
+            message: Some(e.to_string()),
+            remote: None,
+        })?;
+        self.event_tasks_push(&t, format!("client[{mode}]"));
+        extra.insert(mode.to_string(), t.clone());
+        Ok(t)
+    }
+
+    fn event_tasks_push(&self, t: &Transport, name: String) {
+        // Tasks end when the transport closes; they are not joined.
+        let _ = watch_events(name, t, self.events.clone());
     }
 
     /// Makes `n` calls, `conc` at a time.
@@ -75,10 +438,28 @@ impl Env {
         n: usize,
         conc: usize,
     ) -> Vec<Result<Json, OpError>> {
-        let _ = (
-            from, target, method, args, context, timeout, monitor, reply_mode, conc,
-        );
-        (0..n).map(|_| Err(not_ready())).collect()
+        let transport = match self.transport_for(from, reply_mode).await {
+            Ok(t) => t,
+            Err(e) => return vec![Err(e); n],
+        };
+        let mut client = RpcClient::new(&transport, to_target(target, false));
+        if let Some(t) = timeout {
+            client = client.timeout(t);
+        }
+        if let Some(m) = monitor {
+            client = client.call_monitor_timeout(m);
+        }
+        let client = &client;
+        futures::stream::iter(0..n)
+            .map(|_| async move {
+                client
+                    .call(context.clone(), method, args.clone())
+                    .await
+                    .map_err(|e| op_error!(e))
+            })
+            .buffer_unordered(conc.max(1))
+            .collect()
+            .await
     }
 
     /// Sends `n` casts (fanout when asked).
@@ -93,8 +474,21 @@ impl Env {
         fanout: bool,
         n: usize,
     ) -> Vec<Result<(), OpError>> {
-        let _ = (from, target, method, args, context, fanout);
-        (0..n).map(|_| Err(not_ready())).collect()
+        let transport = match self.transport_for(from, None).await {
+            Ok(t) => t,
+            Err(e) => return vec![Err(e); n],
+        };
+        let client = RpcClient::new(&transport, to_target(target, fanout));
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(
+                client
+                    .cast(context.clone(), method, args.clone())
+                    .await
+                    .map_err(|e| op_error!(e)),
+            );
+        }
+        out
     }
 
     /// Sends `n` notifications to `topics`.
@@ -104,21 +498,69 @@ impl Env {
         topics: &[String],
         n: usize,
     ) -> Vec<Result<(), OpError>> {
-        let _ = (step, topics);
-        (0..n).map(|_| Err(not_ready())).collect()
+        let version = if step.version == Some(1) {
+            NotifyVersion::V1
+        } else {
+            NotifyVersion::V2
+        };
+        let notifier = Notifier::new(
+            &self.client,
+            step.publisher.clone().unwrap_or_else(|| "harness".into()),
+        )
+        .topics(topics.iter().cloned())
+        .version(version);
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(
+                notifier
+                    .notify(
+                        step.context.clone(),
+                        &step.event_type,
+                        priority(&step.priority),
+                        step.payload.clone(),
+                    )
+                    .await
+                    .map_err(|e| op_error!(e)),
+            );
+        }
+        out
+    }
+
+    async fn shutdown_quiet(&mut self) {
+        for (_, rt) in self.services.drain(..) {
+            match rt {
+                ServiceRt::Rpc { transport, server } => {
+                    server.stop().await;
+                    transport.close().await;
+                }
+                ServiceRt::Listener {
+                    transport,
+                    stop,
+                    task,
+                } => {
+                    stop.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+                    transport.close().await;
+                }
+            }
+        }
+        for (_, t) in self.extra_clients.lock().await.drain() {
+            t.close().await;
+        }
+        self.client.close().await;
+        for t in self.event_tasks.drain(..) {
+            t.abort();
+        }
     }
 
     /// Stops services and transports; returns the driver events seen, as `(source, event)`.
-    pub async fn shutdown(self) -> Vec<(String, String)> {
-        Vec::new()
-    }
-}
-
-fn not_ready() -> OpError {
-    OpError {
-        kind: "other".into(),
-        condition: None,
-        message: Some("driver not available yet".into()),
-        remote: None,
+    pub async fn shutdown(mut self) -> Vec<(String, String)> {
+        self.shutdown_quiet().await;
+        let ev = self
+            .events
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        ev
     }
 }

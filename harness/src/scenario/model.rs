@@ -113,6 +113,10 @@ pub struct Service {
     /// `rust` (default) or `python-oslo`.
     #[serde(default)]
     pub kind: ServiceKind,
+    /// Record deliveries under this name instead of the service name, so that servers sharing a topic
+    /// (whose share of group calls depends on timing) show up as one stable group in the transcript.
+    #[serde(default)]
+    pub record_as: Option<String>,
     /// Render a nova.conf-style INI from a template and load the driver config from it.
     #[serde(default)]
     pub config: Option<ServiceConfig>,

@@ -215,6 +215,11 @@ pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
             );
         }
         names.push(svc.name.as_str());
+        if let Some(r) = &svc.record_as {
+            if !names.contains(&r.as_str()) {
+                names.push(r.as_str());
+            }
+        }
         match (&svc.rpc_server, &svc.listener) {
             (None, None) => v.at(
                 &format!("{p}.name"),
