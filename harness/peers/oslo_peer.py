@@ -65,7 +65,14 @@ ENDPOINTS is a list; an item is a behaviour name (the method has the same name) 
   ``add`` (ival += args.increment, returns ival), ``subtract`` (ValueError when ival would go negative),
   ``append`` (sval += args.text, returns sval), ``get`` (returns ``{"ival", "sval"}``).
   Shorthands ``add``, ``subtract``, ``append``, ``get_state`` are accepted as items.
-Each invocation emits ``{"event": "call", "service", "server", "method", "args", "ctxt"}`` before it runs.
+An item may instead be in the harness scenario format, which mirrors the Rust services exactly:
+``{"namespace"?, "version"? (default "1.0"), "methods": {NAME: BEHAVIOUR}}`` where BEHAVIOUR is an object with
+optional ``sleep`` (duration: seconds or "50ms"/"2s"), then the first of ``raise`` ({class, module? (builtins),
+message? ("<method> failed")}), ``return`` (value), ``whoami`` (returns the service name), ``state``
+(``append``: append args.value, return the list; ``add``: add args.value, return the sum; ``count``: number of
+state calls so far; ``get``: the list; one state per service), else the call's ``args`` (echo).
+Each invocation emits ``{"event": "call", "service", "server", "method", "args", "ctxt"[, "namespace",
+"version"]}`` before it runs.
 
 ``rpc_client`` {service, url, target, timeout?, call_monitor_timeout?, retry?, config?} -> ``{}``.
 ``call`` {service, method, args?, ctxt?, target? (overrides), timeout?, call_monitor_timeout?, retry?}
@@ -79,9 +86,10 @@ topics? (["notifications"]), retry?, config?} -> ``{}``.
 
 ``listener`` {service, url, targets [{topic, exchange?}] (default [{"topic": "notifications"}]), priorities?
 (default all), action? ("ack" default | "requeue" | "requeue_once": requeue the first delivery of each
-message_id, ack redeliveries), pool?, config?, ready_timeout?} -> ``{"event": "ready", "addressing",
-"addresses"}``. Each delivery emits ``{"event": "notification", "service", "priority", "publisher_id",
-"event_type", "payload", "metadata", "ctxt", "action": "ack"|"requeue"}``.
+message_id, ack redeliveries), requeue? (N: requeue the first N deliveries, then ack), pool?, config?,
+ready_timeout?} -> ``{"event": "ready", "addressing", "addresses"}``. Each delivery emits ``{"event":
+"notification", "service", "priority", "publisher_id", "event_type", "payload", "metadata", "ctxt", "version":
+"1.0"|"2.0" (plain or oslo.version envelope on the wire), "action": "ack"|"requeue"}``.
 
 ``stats`` {service?} -> ``{"services": {NAME: {...}}}``: per service its kind and counters: servers ``calls``
 per method and ``state``; clients ``calls``/``casts``/``ok``/``errors`` per kind; notifiers ``sent``/``errors``;
@@ -168,6 +176,32 @@ def _deserialize_and_remember(data, allowed_remote_exmods):
 
 
 _om_common.deserialize_remote_exception = _deserialize_and_remember
+
+# --- notification envelopes: remember which format (v1 plain / v2 oslo.version envelope) each one came in ------
+from oslo_messaging._drivers import impl_amqp1 as _om_amqp1  # noqa: E402
+
+_orig_unmarshal_request = _om_amqp1.unmarshal_request
+_ENVELOPES = {}
+_ENVELOPES_LOCK = threading.Lock()
+
+
+def _unmarshal_and_note(message):
+    out = _orig_unmarshal_request(message)
+    try:
+        request = json.loads(message.body).get("request")
+        msg = out[0]
+        if isinstance(msg, dict) and "event_type" in msg and "message_id" in msg:
+            version = "2.0" if isinstance(request, dict) and "oslo.version" in request else "1.0"
+            with _ENVELOPES_LOCK:
+                if len(_ENVELOPES) > 100000:
+                    _ENVELOPES.clear()
+                _ENVELOPES[msg["message_id"]] = version
+    except Exception:  # noqa: BLE001 - only bookkeeping
+        pass
+    return out
+
+
+_om_amqp1.unmarshal_request = _unmarshal_and_note
 
 
 def _strip_remote(name):
@@ -382,6 +416,46 @@ def _exception_class(class_name, module):
     return cls
 
 
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "secs": 1.0, "m": 60.0,
+          "min": 60.0, "mins": 60.0, "h": 3600.0, "hr": 3600.0}
+
+
+def parse_duration(value):
+    """Seconds from a number or a duration string such as ``50ms``, ``2s``, ``1m 30s``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise PeerError("bad_request", "a duration is a number of seconds or a string like 50ms, got %r" % (value,))
+    import re
+    parts = re.findall(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zµ]+)\s*", value)
+    if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", value):
+        raise PeerError("bad_request", "cannot read duration %r (e.g. 50ms, 2s, 1m 30s)" % (value,))
+    total = 0.0
+    for number, unit in parts:
+        if unit not in _UNITS:
+            raise PeerError("bad_request", "unknown unit %r in duration %r" % (unit, value))
+        total += float(number) * _UNITS[unit]
+    return total
+
+
+_BEHAVIOUR_KEYS = {"sleep", "echo", "return", "raise", "state", "whoami"}
+
+
+def _check_behaviour(method, b):
+    if not isinstance(b, dict):
+        raise PeerError("bad_request", "behaviour of %s must be an object" % method)
+    unknown = set(b) - _BEHAVIOUR_KEYS
+    if unknown:
+        raise PeerError("bad_request", "unknown behaviour key(s) for %s: %s (known: %s)"
+                        % (method, ", ".join(sorted(unknown)), ", ".join(sorted(_BEHAVIOUR_KEYS))))
+    if b.get("sleep") is not None:
+        parse_duration(b["sleep"])
+    if b.get("raise") is not None and not (isinstance(b["raise"], dict) and isinstance(b["raise"].get("class"), str)):
+        raise PeerError("bad_request", "raise of %s needs a class" % method)
+    if b.get("state") is not None and b["state"] not in ("append", "add", "count", "get"):
+        raise PeerError("bad_request", "state of %s must be append, add, count or get" % method)
+
+
 class RpcServerService(Service):
     kind = "rpc_server"
 
@@ -395,7 +469,17 @@ class RpcServerService(Service):
         endpoints = req.get("endpoints") or ["echo"]
         if not isinstance(endpoints, list):
             raise PeerError("bad_request", "endpoints must be a list")
+        self.groups = []  # harness-format endpoints: (namespace, version, {method: behaviour})
+        self.state = {"list": [], "sum": 0, "count": 0}
         for item in endpoints:
+            if isinstance(item, dict) and "methods" in item:
+                methods = item.get("methods")
+                if not isinstance(methods, dict):
+                    raise PeerError("bad_request", "endpoint methods must be an object of behaviours")
+                for method, behaviour in methods.items():
+                    _check_behaviour(method, behaviour)
+                self.groups.append((item.get("namespace"), item.get("version"), methods))
+                continue
             if isinstance(item, str):
                 if item not in _ALIASES:
                     raise PeerError("bad_request", "unknown endpoint behaviour %r (known: %s)"
@@ -432,9 +516,11 @@ class RpcServerService(Service):
         self.target = target
         self.url = _need(req, "url")
         self.transport = oslo_messaging.get_rpc_transport(conf, url=self.url)
-        endpoint = self._endpoint(req.get("endpoint_target"))
+        endpoints = [self._harness_endpoint(ns, ver, methods) for ns, ver, methods in self.groups]
+        if self.methods or not endpoints:
+            endpoints.insert(0, self._endpoint(req.get("endpoint_target")))
         self.server = oslo_messaging.get_rpc_server(
-            self.transport, target, [endpoint], executor="threading",
+            self.transport, target, endpoints, executor="threading",
             access_policy=oslo_messaging.DefaultRPCAccessPolicy)
         self.checked(conf, sections)
 
@@ -446,6 +532,47 @@ class RpcServerService(Service):
         for method in self.methods:
             attrs[method] = (lambda m: lambda _self, ctxt, **kwargs: service.invoke(m, ctxt, kwargs))(method)
         return type("PeerEndpoint", (object,), attrs)()
+
+    def _harness_endpoint(self, namespace, version, methods):
+        service = self
+        attrs = {"target": oslo_messaging.Target(namespace=namespace, version=version or "1.0")}
+        for method, behaviour in methods.items():
+            attrs[method] = (lambda m, b: lambda _self, ctxt, **kwargs:
+                             service.behave(m, b, ctxt, kwargs, namespace, version))(method, behaviour)
+        return type("PeerHarnessEndpoint", (object,), attrs)()
+
+    def behave(self, method, b, ctxt, args, namespace, version):
+        """A method in the harness scenario format; mirrors the Rust runner's behaviour_handler."""
+        with self.lock:
+            self.calls[method] = self.calls.get(method, 0) + 1
+        emit({"event": "call", "service": self.name, "server": self.target.server, "method": method,
+              "args": args, "ctxt": ctxt, "namespace": namespace, "version": version})
+        if b.get("sleep") is not None:
+            time.sleep(parse_duration(b["sleep"]))
+        if b.get("raise") is not None:
+            r = b["raise"]
+            cls = _exception_class(r.get("class") or "ValueError", r.get("module") or "builtins")
+            raise cls(r.get("message") if r.get("message") is not None else "%s failed" % method)
+        if "return" in b:
+            return b["return"]
+        if b.get("whoami"):
+            return self.name
+        op = b.get("state")
+        if op is not None:
+            with self.lock:
+                st = self.state
+                st["count"] += 1
+                value = args.get("value")
+                if op == "append":
+                    st["list"].append(value)
+                    return list(st["list"])
+                if op == "add":
+                    st["sum"] += value if isinstance(value, int) and not isinstance(value, bool) else 0
+                    return st["sum"]
+                if op == "count":
+                    return st["count"]
+                return list(st["list"])
+        return args
 
     def invoke(self, method, ctxt, args):
         spec = self.methods[method]
@@ -492,7 +619,7 @@ class RpcServerService(Service):
     def stats(self):
         with self.lock:
             return {"kind": self.kind, "server": self.target.server, "calls": dict(self.calls),
-                    "state": {"ival": self.ival, "sval": self.sval}}
+                    "state": {"ival": self.ival, "sval": self.sval, **json.loads(json.dumps(self.state))}}
 
     def stop(self):
         if self.server is not None:
@@ -629,6 +756,9 @@ class ListenerService(Service):
         if action not in ("ack", "requeue", "requeue_once"):
             raise PeerError("bad_request", "action must be ack, requeue or requeue_once, got %r" % action)
         self.action = action
+        self.requeue_first = req.get("requeue") or 0
+        if not isinstance(self.requeue_first, int) or self.requeue_first < 0:
+            raise PeerError("bad_request", "requeue must be a count of deliveries to requeue")
         priorities = req.get("priorities") or _PRIORITIES
         bad = [p for p in priorities if p not in _PRIORITIES]
         if bad:
@@ -651,15 +781,19 @@ class ListenerService(Service):
         with self.lock:
             message_id = (metadata or {}).get("message_id")
             requeue = self.action == "requeue" or (self.action == "requeue_once" and message_id not in self.seen)
+            if self.requeued < self.requeue_first:
+                requeue = True
             self.seen.add(message_id)
             self.received[priority] = self.received.get(priority, 0) + 1
             if requeue:
                 self.requeued += 1
             else:
                 self.acked += 1
+        with _ENVELOPES_LOCK:
+            version = _ENVELOPES.pop((metadata or {}).get("message_id"), None)
         emit({"event": "notification", "service": self.name, "priority": priority, "publisher_id": publisher_id,
               "event_type": event_type, "payload": payload, "metadata": metadata, "ctxt": ctxt,
-              "action": "requeue" if requeue else "ack"})
+              "version": version, "action": "requeue" if requeue else "ack"})
         if requeue:
             return oslo_messaging.NotificationResult.REQUEUE
         return oslo_messaging.NotificationResult.HANDLED
