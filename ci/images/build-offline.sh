@@ -183,6 +183,8 @@ build_embedded() {
   ctx="$(mktemp -d)"
   cp "$templates/embedded.Dockerfile.tera" "$ctx/Dockerfile"
   cp "$bin" "$ctx/harness"
+  # a debug build carries ~100s of MB of debug info: strip the copy (the host binary stays as it is)
+  if command -v strip >/dev/null; then strip --strip-debug "$ctx/harness" 2>/dev/null || true; fi
   docker_build "$embedded_image" "$ctx/Dockerfile" "$ctx" --build-arg "HARNESS_SHA256=$sum"
   rm -rf "$ctx"
 }

@@ -432,7 +432,14 @@ fn write_reports(
 }
 
 /// Cells in first-seen order, scenarios in first-seen order, and the outcome grid.
-fn grid(results: &[CellResult]) -> (Vec<&str>, Vec<&str>, BTreeMap<(&str, &str), &CellResult>) {
+/// Rows (cells), columns (scenarios) and the outcome of each (cell, scenario).
+type Grid<'a> = (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    BTreeMap<(&'a str, &'a str), &'a CellResult>,
+);
+
+fn grid(results: &[CellResult]) -> Grid<'_> {
     let mut cells: Vec<&str> = Vec::new();
     let mut scenarios: Vec<&str> = Vec::new();
     let mut map = BTreeMap::new();
