@@ -213,7 +213,15 @@ async fn rabbitmq_private_node() {
         url.starts_with("amqp://rig:s3cret%3A%2F%40@127.0.0.1:"),
         "{url}"
     );
-    let logs = n.logs();
+    // The AMQP listener opens a moment before the broker logs that its start-up is complete.
+    let mut logs = n.logs();
+    for _ in 0..200 {
+        if logs.contains("Server startup complete") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        logs = n.logs();
+    }
     assert!(logs.contains("Server startup complete"), "{logs}");
     assert!(logs.contains("rabbitmq_amqp1_0"), "{logs}");
     assert!(
@@ -243,7 +251,7 @@ async fn rabbitmq_private_node() {
         .expect("restart in time")
         .expect("restart");
     eprintln!("rabbitmq: restarted in {:.2} s", t1.elapsed().as_secs_f64());
-    wait_ready(&url, T).await.expect("ready after restart");
+    assert_eq!(n.url(), url, "restart keeps the port");
 
     let pid = n.pid().expect("running");
     tokio::time::timeout(Duration::from_secs(60), n.stop())

@@ -605,6 +605,68 @@ impl Backend for ProcessBackend {
     }
 }
 
+/// Why a readiness probe failed.
+enum ProbeFailure {
+    /// Worth retrying (connection refused, broker still booting).
+    Retry(String),
+    /// Retrying cannot help (SASL refused the credentials).
+    Fatal(String),
+}
+
+/// One AMQP Open to `127.0.0.1:port`, SASL PLAIN with `user` if given (raw credentials: no URL parsing,
+/// so passwords with `/`, `@` or `%` work), then Close.
+async fn probe_open(port: u16, user: Option<&User>) -> Result<(), ProbeFailure> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| ProbeFailure::Retry(format!("connect 127.0.0.1:{port}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let builder = fe2o3_amqp::Connection::builder()
+        .container_id(format!("harness-probe-{}", uuid::Uuid::new_v4()))
+        .hostname(Some("127.0.0.1"));
+    let builder = match user {
+        Some(u) => builder.sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
+            username: u.name.clone(),
+            password: u.password.clone(),
+        }),
+        None => builder,
+    };
+    match builder.open_with_stream(stream).await {
+        Ok(mut conn) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(e @ fe2o3_amqp::connection::OpenError::SaslError { .. }) => {
+            Err(ProbeFailure::Fatal(format!(
+                "SASL refused the credentials of user '{}': {e}",
+                user.map(|u| u.name.as_str()).unwrap_or("")
+            )))
+        }
+        Err(e) => Err(ProbeFailure::Retry(format!("AMQP open: {e}"))),
+    }
+}
+
+/// Polls [`probe_open`] until it succeeds, fails fatally, or `timeout` passes (the contract of
+/// [`super::wait_ready`], without parsing credentials out of a URL).
+async fn wait_open(port: u16, user: Option<&User>, timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(10);
+    let mut last = "no attempt made".to_string();
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(format!("timed out after {timeout:?}: {last}"));
+        }
+        match tokio::time::timeout(deadline - now, probe_open(port, user)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(ProbeFailure::Fatal(e))) => return Err(e),
+            Ok(Err(ProbeFailure::Retry(e))) => last = e,
+            Err(_) => last = "probe timed out".to_string(),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
 /// Percent-encodes the characters that would break URL userinfo.
 fn encode_userinfo(s: &str) -> String {
     let mut out = String::new();
@@ -860,8 +922,7 @@ impl ProcessNode {
             p.main = Some(child);
             p.paused = false;
         }
-        let url = self.url();
-        let ready = super::wait_ready(&url, self.ready_timeout);
+        let ready = wait_open(self.layout.port, self.users.first(), self.ready_timeout);
         tokio::pin!(ready);
         loop {
             tokio::select! {
