@@ -226,7 +226,7 @@ pub fn skip_reason(cell: &Cell, templates_dir: &Path) -> Option<String> {
             spec.image = cell.image.clone();
             let (image, how) = container::image_for(&spec);
             if !container::image_exists(&image) {
-                return Some(format!("image {image} not built here ({how})"));
+                return Some(format!("image {image} not built here; {how}"));
             }
             None
         }

@@ -234,3 +234,50 @@ async fn container_embedded_broker_ready() {
         "container left after stop"
     );
 }
+
+/// A real scenario (`scenarios/rpc.yaml`) against the embedded broker running in its container, reached
+/// through the container backend's URL (the runner's `--url` path: fault steps are skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_scenario_through_embedded_broker_container() {
+    if !can_run(EMBEDDED_IMAGE) {
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = root.join("scenarios/rpc.yaml");
+    let loaded = harness::scenario::load_file(&file, &[], &[]).expect("rpc.yaml loads");
+    let spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
+    let handle = tokio::time::timeout(
+        Duration::from_secs(120),
+        ContainerBackend::default().start(&spec),
+    )
+    .await
+    .expect("start within 120 s")
+    .expect("embedded-broker container starts");
+    let opts = harness::runner::RunOptions {
+        backend: None,
+        broker: None,
+        url: Some(handle.transport_url()),
+        templates_dir: templates_dir(),
+    };
+    let term = harness::report::terminal::Terminal::new();
+    let result = tokio::time::timeout(
+        Duration::from_secs(300),
+        harness::runner::run(&loaded, &opts, &term),
+    )
+    .await
+    .expect("scenario within 300 s");
+    let logs = handle.nodes[0].logs();
+    handle.stop().await;
+    let r = result.report;
+    assert!(r.error.is_none(), "scenario error: {:?}", r.error);
+    let failures: Vec<String> = r
+        .failures()
+        .map(|s| format!("step {} {}: {:?}", s.index, s.keyword, s.message))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failures: {failures:?}\nbroker log:\n{logs}"
+    );
+    let steps: usize = r.groups.iter().map(|g| g.steps.len()).sum();
+    assert!(steps > 5, "the scenario ran ({steps} steps)");
+}

@@ -459,8 +459,8 @@ pub fn image_for(spec: &BrokerSpec) -> (String, String) {
             format!("build it with {OFFLINE_BUILD_SCRIPT} (needs no registry)")
         } else {
             format!(
-                "build it from {} (e.g. `harness render {}`, then docker build; needs a registry for the base image)",
-                t.template, t.template
+                "needs a registry: ci/images/build-registry.sh {} (templates/{})",
+                t.name, t.template
             )
         }
     };
