@@ -281,3 +281,62 @@ async fn rpc_scenario_through_embedded_broker_container() {
     let steps: usize = r.groups.iter().map(|g| g.steps.len()).sum();
     assert!(steps > 5, "the scenario ran ({steps} steps)");
 }
+
+/// Without a docker daemon a container cell is skipped with one line saying what to do; no panic.
+#[test]
+fn no_docker_daemon_is_one_line_with_advice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let matrix = dir.path().join("m.yaml");
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/rpc.yaml");
+    std::fs::write(
+        &matrix,
+        format!(
+            "reports: {}\nscenarios: [{}]\ncells:\n  - name: c\n    backend: container\n    broker: rabbitmq\n",
+            dir.path().join("out").display(),
+            scenario.display()
+        ),
+    )
+    .expect("write matrix");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["matrix", &matrix.display().to_string()])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env_remove("HARNESS_MATRIX_CELLS")
+        .output()
+        .expect("harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("matrix: c: skipped:"))
+        .unwrap_or_else(|| panic!("no skip line in:\n{stdout}"));
+    assert!(
+        line.contains(
+            "no Docker-compatible daemon answers at DOCKER_HOST=unix:///nonexistent/docker.sock"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains("set DOCKER_HOST") && line.contains("--backend process"),
+        "{line}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    let md = std::fs::read_to_string(dir.path().join("out/matrix.md")).expect("matrix.md written");
+    assert!(
+        md.contains("| c | skipped: no Docker-compatible daemon answers"),
+        "{md}"
+    );
+    for ext in ["html", "xml", "json"] {
+        assert!(
+            dir.path().join(format!("out/matrix.{ext}")).is_file(),
+            "matrix.{ext} missing"
+        );
+    }
+}

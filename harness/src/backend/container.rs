@@ -389,6 +389,35 @@ pub fn remove_live_containers() -> usize {
     ids.len()
 }
 
+/// Spawns a task that, on SIGINT (Ctrl-C) or SIGTERM, removes every container of this process
+/// ([`remove_live_containers`]), kills every process-backend broker (`process::kill_all`) and exits with
+/// status 130. Call it once inside the tokio runtime, instead of `process::spawn_interrupt_guard` (it does
+/// both, so the two cleanups do not race to `exit`).
+pub fn spawn_interrupt_guard() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        let procs = super::process::kill_all();
+        let containers = tokio::task::spawn_blocking(remove_live_containers)
+            .await
+            .unwrap_or(0);
+        eprintln!(
+            "interrupted: removed {containers} container(s), killed {procs} broker process group(s)"
+        );
+        std::process::exit(130);
+    })
+}
+
 /// Removes containers labelled `amqp1-rig=1` whose owning harness process no longer exists (left behind by
 /// a `kill -9`). With `all`, removes every `amqp1-rig` container regardless of owner. Returns how many
 /// were removed. Blocking.
