@@ -826,7 +826,10 @@ impl Config {
     /// `[oslo_messaging_amqp]` (every key must be a known option), the deprecated
     /// `[amqp1]` (only options that oslo also reads there; `[oslo_messaging_amqp]` wins),
     /// and `[oslo_messaging_notifications]` (transport_url, driver (repeatable), topics
-    /// (comma list), retry). Other sections and other keys are ignored, as oslo does.
+    /// (comma list), retry; the deprecated `[DEFAULT] notification_*` names are read too).
+    /// Other sections and other keys are ignored, as oslo does. Without
+    /// `[DEFAULT] transport_url` the default `amqp://localhost:5672/` is used (oslo's own
+    /// default would select the rabbit driver).
     /// The transport URL's query parameters override the INI options.
     pub fn from_ini_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let doc = ini::parse(text).map_err(|e| ConfigError {
@@ -873,8 +876,22 @@ impl Config {
             }
         }
 
+        // Notification options may also use their deprecated names
+        // ([DEFAULT] notification_driver / notification_transport_url / notification_topics,
+        // [rpc_notifier2] topics); the [oslo_messaging_notifications] names win.
         let mut notify_url_entry: Option<&ini::Entry> = None;
+        let mut notify_url_dep: Option<&ini::Entry> = None;
         let mut drivers: Option<Vec<NotifyDriver>> = None;
+        let mut drivers_dep: Option<Vec<NotifyDriver>> = None;
+        let mut topics: Option<Vec<String>> = None;
+        let mut topics_dep: Option<Vec<String>> = None;
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
         for e in &doc {
             match (e.section.as_str(), e.key.as_str()) {
                 (DEFAULT_SECTION, "transport_url") => {
@@ -898,24 +915,16 @@ impl Config {
                         })?
                 }
                 (NOTIFY_SECTION, "transport_url") => notify_url_entry = Some(e),
-                (NOTIFY_SECTION, "driver") => {
-                    let d = drivers.get_or_insert_with(Vec::new);
-                    d.extend(
-                        e.value
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(NotifyDriver::parse),
-                    );
-                }
-                (NOTIFY_SECTION, "topics") => {
-                    cfg.notifications.topics = e
-                        .value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
+                (DEFAULT_SECTION, "notification_transport_url") => notify_url_dep = Some(e),
+                (NOTIFY_SECTION, "driver") => drivers
+                    .get_or_insert_with(Vec::new)
+                    .extend(list(&e.value).iter().map(|d| NotifyDriver::parse(d))),
+                (DEFAULT_SECTION, "notification_driver") => drivers_dep
+                    .get_or_insert_with(Vec::new)
+                    .extend(list(&e.value).iter().map(|d| NotifyDriver::parse(d))),
+                (NOTIFY_SECTION, "topics") => topics = Some(list(&e.value)),
+                (DEFAULT_SECTION, "notification_topics") | ("rpc_notifier2", "topics") => {
+                    topics_dep = Some(list(&e.value))
                 }
                 (NOTIFY_SECTION, "retry") => {
                     cfg.notifications.retry = e
@@ -935,9 +944,13 @@ impl Config {
                 _ => {}
             }
         }
-        if let Some(d) = drivers {
+        if let Some(d) = drivers.or(drivers_dep) {
             cfg.notifications.driver = d;
         }
+        if let Some(t) = topics.or(topics_dep) {
+            cfg.notifications.topics = t;
+        }
+        let notify_url_entry = notify_url_entry.or(notify_url_dep);
         if let Some(e) = notify_url_entry {
             if !e.value.trim().is_empty() {
                 cfg.notifications.transport_url = Some(parse_url_at(
@@ -970,8 +983,8 @@ impl Config {
                 return Err(ConfigError {
                     origin: Some(origin.to_path_buf()),
                     line: e.map(|e| e.line),
-                    section: Some(NOTIFY_SECTION.to_string()),
-                    option: Some("transport_url".to_string()),
+                    section: e.map(|e| e.section.clone()),
+                    option: e.map(|e| e.key.clone()),
                     kind: Box::new(ConfigErrorKind::Option(err)),
                 });
             }

@@ -500,3 +500,30 @@ fn notify_driver_names() {
         NotifyDriver::MessagingV2
     );
 }
+
+#[test]
+fn deprecated_notification_names() {
+    let c = ini(
+        "[DEFAULT]\nnotification_driver = messaging\nnotification_topics = a,b\nnotification_transport_url = amqp://n/\n",
+    )
+    .unwrap();
+    assert_eq!(c.notifications.driver, vec![NotifyDriver::Messaging]);
+    assert_eq!(
+        c.notifications.topics,
+        vec!["a".to_string(), "b".to_string()]
+    );
+    assert_eq!(c.notification_url().hosts[0].host, "n");
+    // the current names win
+    let c = ini(
+        "[oslo_messaging_notifications]\ndriver = messagingv2\ntopics = x\ntransport_url = amqp://new/\n[DEFAULT]\nnotification_driver = messaging\nnotification_topics = a\nnotification_transport_url = amqp://old/\n[rpc_notifier2]\ntopics = z\n",
+    )
+    .unwrap();
+    assert_eq!(c.notifications.driver, vec![NotifyDriver::MessagingV2]);
+    assert_eq!(c.notifications.topics, vec!["x".to_string()]);
+    assert_eq!(c.notification_url().hosts[0].host, "new");
+    let e = ini("[DEFAULT]\nnotification_transport_url = amqp://h/?bad=1\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "nova.conf:2: [DEFAULT] notification_transport_url: unknown option \"bad\""
+    );
+}
