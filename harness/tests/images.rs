@@ -340,3 +340,52 @@ fn no_docker_daemon_is_one_line_with_advice() {
         );
     }
 }
+
+/// Time to first ready broker per backend (printed, not asserted: `cargo test -p harness --test images
+/// time_to_first_ready -- --nocapture`). Each broker must really accept an AMQP Open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_to_first_ready_by_backend() {
+    use harness::backend::{embedded::EmbeddedBackend, process::ProcessBackend};
+    let mut cases: Vec<(&str, Box<dyn Backend>, BrokerSpec)> = vec![(
+        "embedded qpidd (in process)",
+        Box::new(EmbeddedBackend),
+        BrokerSpec::new(BrokerKind::Embedded, templates_dir()),
+    )];
+    if ProcessBackend::new()
+        .available(BrokerKind::Rabbitmq)
+        .is_ok()
+    {
+        cases.push((
+            "process rabbitmq-server",
+            Box::new(ProcessBackend::new()),
+            BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir()),
+        ));
+    }
+    if can_run(EMBEDDED_IMAGE) {
+        cases.push((
+            "container amqp1-rig/embedded-broker",
+            Box::new(ContainerBackend::default()),
+            BrokerSpec::new(BrokerKind::Embedded, templates_dir()),
+        ));
+    }
+    if can_run(RABBITMQ_OFFLINE_IMAGE) {
+        cases.push((
+            "container amqp1-rig/rabbitmq:3.10",
+            Box::new(ContainerBackend::default()),
+            BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir()),
+        ));
+    }
+    for (label, backend, spec) in cases {
+        let t0 = Instant::now();
+        let handle = tokio::time::timeout(Duration::from_secs(180), backend.start(&spec))
+            .await
+            .unwrap_or_else(|_| panic!("{label}: start within 180 s"))
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let elapsed = t0.elapsed();
+        wait_ready(&handle.transport_url(), Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: not ready after start: {e}"));
+        eprintln!("time to first ready broker: {label}: {elapsed:?}");
+        handle.stop().await;
+    }
+}
