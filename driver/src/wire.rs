@@ -17,6 +17,12 @@
 //!   `str32` where proton writes `str8`. Both decode identically. Body strings are written
 //!   by this module and match proton for every length.
 //!
+//! JSON values received from Python are re-encoded identically, with three limits of
+//! `serde_json` (as configured in this workspace): integers beyond the u64/i64 range become
+//! floats, a lone UTF-16 surrogate escape (`"\ud800"`, legal for Python) fails to parse
+//! (reported as [`Malformed::NotJson`]), and without serde_json's `float_roundtrip` feature a
+//! parsed float can be 1 ulp off (so an echoed float may differ in its last digit).
+//!
 //! Incoming messages are converted with [`IncomingMessage::from_amqp`] and decoded with
 //! [`decode_request`], [`decode_reply`] and [`decode_notification`], which accept both the
 //! plain and the `oslo.version`/`oslo.message` enveloped forms, as oslo's `deserialize_msg`.

@@ -115,6 +115,18 @@ fn floats_match_python_repr() {
 }
 
 #[test]
+fn random_strings_match_python_dumps() {
+    let cases = include_str!("../../tests/golden/string_cases.txt");
+    let mut n = 0;
+    for line in cases.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(to_python_json(&v), line);
+        n += 1;
+    }
+    assert_eq!(n, 500);
+}
+
+#[test]
 fn json_strings_escape_like_python() {
     assert_eq!(to_python_json(&json!("a\"b\\c/")), r#""a\"b\\c/""#);
     assert_eq!(to_python_json(&json!("\u{7f}\u{80}")), r#""\u007f\u0080""#);

@@ -158,6 +158,18 @@ def main():
         for x in floats:
             f.write(jsonutils.dumps(x) + "\n")
 
+    # 500 random strings over ASCII, C0 controls, DEL, Latin-1, BMP and astral planes
+    # (no lone surrogates: they cannot appear in UTF-8 text).
+    pools = [(0x20, 0x7e), (0x00, 0x1f), (0x7f, 0xff), (0x100, 0xd7ff),
+             (0xe000, 0xffff), (0x10000, 0x10ffff)]
+    with open(os.path.join(HERE, "string_cases.txt"), "w") as f:
+        for _ in range(500):
+            chars = []
+            for _ in range(rnd.randint(0, 24)):
+                lo, hi = rnd.choice(pools)
+                chars.append(chr(rnd.randint(lo, hi)))
+            f.write(jsonutils.dumps("".join(chars)) + "\n")
+
 
 if __name__ == "__main__":
     main()
