@@ -232,6 +232,52 @@ async fn rabbitmq_private_node() {
         "{logs}"
     );
 
+    // The scenarios CI runs on RabbitMQ, through the harness binary against this node (SASL PLAIN user
+    // with URL-encoded password). rpc needs the named reply queue: scenarios/rabbitmq/rpc.yaml.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for scenario in [
+        "scenarios/rabbitmq/rpc.yaml",
+        "scenarios/notify.yaml",
+        "scenarios/compat/rabbitmq-dynamic-reply.yaml",
+    ] {
+        let t = Instant::now();
+        let out = tokio::time::timeout(
+            Duration::from_secs(180),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+                .current_dir(&root)
+                .args(["run", "-v", "--no-snapshot", "--url", &url, scenario])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("scenario finishes in time")
+        .expect("harness runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "rabbitmq: {scenario} -> {} in {:.2} s",
+            out.status,
+            t.elapsed().as_secs_f64()
+        );
+        assert!(
+            out.status.success(),
+            "{scenario} failed on RabbitMQ:\n{text}"
+        );
+        assert!(
+            !text.contains("s3cret"),
+            "password leaked into the output:\n{text}"
+        );
+        if scenario.contains("dynamic-reply") {
+            assert!(
+                text.contains("Dynamic sources not supported"),
+                "the broker's exact description is missing:\n{text}"
+            );
+        }
+    }
+
     // Wrong credentials are refused: the node really authenticates (no guest, no anonymous).
     let bad = format!("amqp://rig:wrong@127.0.0.1:{}", n.layout().port);
     assert!(wait_ready(&bad, Duration::from_secs(2)).await.is_err());
