@@ -35,7 +35,12 @@ pub fn main(cli: Cli) -> i32 {
             let opts = crate::matrix::MatrixOptions {
                 out_dir: None,
                 cells: std::env::var("HARNESS_MATRIX_CELLS")
-                    .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                    .map(|v| {
+                        v.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             };
             rt.block_on(crate::matrix::run(&file, &templates, &opts))
@@ -176,7 +181,7 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
             }
         }
         if args.verbose {
-            println!(
+            outln!(
                 "--- transcript of {} ---\n{}",
                 file.display(),
                 result.report.transcript.trim_end()
@@ -200,7 +205,7 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
     }
     if reports.len() > 1 {
         let ok = reports.iter().filter(|r| r.exit_code == 0).count();
-        println!("{ok}/{} scenarios passed", reports.len());
+        outln!("{ok}/{} scenarios passed", reports.len());
     }
     worst
 }
@@ -261,7 +266,7 @@ fn list(dir: &Path) -> i32 {
             })
             .unwrap_or_else(|| "(no description)".to_string());
         let desc = desc.split_whitespace().collect::<Vec<_>>().join(" ");
-        println!("{:width$}  {desc}", f.display().to_string());
+        outln!("{:width$}  {desc}", f.display().to_string());
     }
     exit_code::OK
 }
@@ -282,8 +287,8 @@ fn brokers() -> i32 {
                 kind.to_string()
             };
             match b.available(kind) {
-                Ok(()) => println!("{:<10} {:<36} usable", bk.as_str(), label),
-                Err(why) => println!("{:<10} {:<36} not usable: {why}", bk.as_str(), label),
+                Ok(()) => outln!("{:<10} {:<36} usable", bk.as_str(), label),
+                Err(why) => outln!("{:<10} {:<36} not usable: {why}", bk.as_str(), label),
             }
         }
     }
@@ -296,7 +301,7 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
             return match crate::templates::list(templates) {
                 Ok(names) => {
                     for n in names {
-                        println!("{n}");
+                        outln!("{n}");
                     }
                     exit_code::OK
                 }
@@ -331,7 +336,7 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
                 templates,
                 "amqp://127.0.0.1:5672/",
             ) {
-                Ok(text) => println!(
+                Ok(text) => outln!(
                     "# service {} ({})\n{}",
                     svc.name,
                     cfg.template,
@@ -354,7 +359,7 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
     }
     match crate::templates::render(templates, &what, &ctx) {
         Ok(text) => {
-            print!("{text}");
+            out!("{text}");
             exit_code::OK
         }
         Err(e) => {
@@ -387,7 +392,7 @@ async fn peer_cmd(cmd: PeerCommand) -> i32 {
             let venv = venv.unwrap_or_else(crate::peer::default_venv);
             match crate::peer::setup(&venv).await {
                 Ok(()) => {
-                    println!("python peer ready in {}", venv.display());
+                    outln!("python peer ready in {}", venv.display());
                     exit_code::OK
                 }
                 Err(e) => {

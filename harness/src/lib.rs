@@ -5,6 +5,22 @@
 //! the broker(s) the scenario names, [`runner`] executes the steps and records a [`transcript`], which
 //! [`snapshot`] compares with `scenarios/snapshots/<name>.snap`; [`report`] renders the outcome.
 
+/// `println!` that ignores write errors (a closed pipe, as in `harness list | head`, must not panic).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores write errors.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub mod app;
 pub mod backend;
 pub mod cli;

@@ -63,7 +63,7 @@ impl Terminal {
                 bar.finish_and_clear();
             }
         }
-        println!("{}", render_result(r));
+        outln!("{}", render_result(r));
     }
 }
 

@@ -379,11 +379,14 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
             }
             _ => "nothing".into(),
         };
-        let cfg = svc
+        let mut cfg = svc
             .config
             .as_ref()
             .map(|c| format!(" config={}", c.template))
             .unwrap_or_default();
+        if let Some(v) = &svc.vhost {
+            cfg.push_str(&format!(" vhost={v}"));
+        }
         transcript.header(format!("  {} ({kind}): {what}{cfg}", svc.name));
     }
 

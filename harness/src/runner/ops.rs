@@ -67,7 +67,8 @@ macro_rules! op_error {
             message: e
                 .remote()
                 .map(|r| r.message.clone())
-                .or_else(|| e.description().map(str::to_string)),
+                .or_else(|| e.description().map(str::to_string))
+                .or_else(|| e.detail().map(str::to_string)),
             remote: e.remote().map(|r| (r.class.clone(), r.module.clone())),
         }
     }};
@@ -234,6 +235,16 @@ fn behaviour_handler(
     }
 }
 
+/// `url` with its path replaced by `/vhost`.
+pub fn with_vhost(url: &str, vhost: &str) -> String {
+    let start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let end = url[start..]
+        .find('/')
+        .map(|i| start + i)
+        .unwrap_or(url.len());
+    format!("{}/{}", &url[..end], vhost.trim_start_matches('/'))
+}
+
 fn priority(s: &str) -> Priority {
     s.parse::<Priority>().unwrap_or(Priority::Info)
 }
@@ -286,10 +297,14 @@ impl Env {
         templates: &Path,
         shared: Arc<Mutex<Shared>>,
     ) -> Result<ServiceRt, String> {
+        let url = match &svc.vhost {
+            Some(v) => with_vhost(&self.url, v),
+            None => self.url.clone(),
+        };
         let ini = match &svc.config {
-            Some(cfg) => super::render_service_config(loaded, svc, cfg, templates, &self.url)
+            Some(cfg) => super::render_service_config(loaded, svc, cfg, templates, &url)
                 .map_err(|e| e.to_string())?,
-            None => super::base_ini(loaded, &self.url, None),
+            None => super::base_ini(loaded, &url, None),
         };
         let origin = format!("{}.conf", svc.name);
         let transport = connect(&ini, &origin).await?;

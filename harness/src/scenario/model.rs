@@ -117,6 +117,9 @@ pub struct Service {
     /// (whose share of group calls depends on timing) show up as one stable group in the transcript.
     #[serde(default)]
     pub record_as: Option<String>,
+    /// Virtual host: the service's transport URL gets `/<vhost>` (oslo's pseudo-vhost puts it in addresses).
+    #[serde(default)]
+    pub vhost: Option<String>,
     /// Render a nova.conf-style INI from a template and load the driver config from it.
     #[serde(default)]
     pub config: Option<ServiceConfig>,
