@@ -166,38 +166,50 @@ fn write_float(out: &mut String, f: f64) {
     // When two shortest candidates are equally close (a tie), Rust and Python may pick
     // different last digits; re-formatting with that many digits in exact mode rounds
     // half-to-even, which is the string Python's repr produces.
+    use std::fmt::Write as _;
     let abs = f.abs();
-    let shortest = format!("{abs:e}");
-    let n_digits = shortest
-        .split_once('e')
-        .map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
-    let sci = format!("{:.*e}", n_digits.saturating_sub(1), abs);
-    let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let mut buf = StackBuf::new();
+    // Writing at most ~30 bytes into a 64-byte buffer cannot fail.
+    let _ = write!(buf, "{abs:e}");
+    let n_digits = buf
+        .as_str()
+        .split('e')
+        .next()
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    buf.clear();
+    let _ = write!(buf, "{:.*e}", n_digits.saturating_sub(1), abs);
+    let sci = buf.as_str();
+    let (mant, exp) = sci.split_once('e').unwrap_or((sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let (d0, rest) = mant.split_at(1.min(mant.len()));
+    let rest = rest.strip_prefix('.').unwrap_or(rest);
+    // digits = d0 + rest
     if (-4..16).contains(&exp) {
         if exp >= 0 {
             let int_len = usize::try_from(exp).unwrap_or(0) + 1;
-            if digits.len() <= int_len {
-                out.push_str(&digits);
-                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+            let n = 1 + rest.len();
+            out.push_str(d0);
+            if n <= int_len {
+                out.push_str(rest);
+                out.extend(std::iter::repeat_n('0', int_len - n));
                 out.push_str(".0");
             } else {
-                out.push_str(&digits[..int_len]);
+                out.push_str(&rest[..int_len - 1]);
                 out.push('.');
-                out.push_str(&digits[int_len..]);
+                out.push_str(&rest[int_len - 1..]);
             }
         } else {
             out.push_str("0.");
             let zeros = usize::try_from(-exp - 1).unwrap_or(0);
             out.extend(std::iter::repeat_n('0', zeros));
-            out.push_str(&digits);
+            out.push_str(d0);
+            out.push_str(rest);
         }
     } else {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
+        out.push_str(d0);
+        if !rest.is_empty() {
             out.push('.');
-            out.push_str(&digits[1..]);
+            out.push_str(rest);
         }
         out.push('e');
         out.push(if exp < 0 { '-' } else { '+' });
@@ -205,7 +217,40 @@ fn write_float(out: &mut String, f: f64) {
         if a < 10 {
             out.push('0');
         }
-        out.push_str(&a.to_string());
+        let _ = write!(out, "{a}");
+    }
+}
+
+/// A small fixed-size text buffer (float formatting without heap allocation).
+struct StackBuf {
+    b: [u8; 64],
+    n: usize,
+}
+
+impl StackBuf {
+    fn new() -> Self {
+        StackBuf { b: [0; 64], n: 0 }
+    }
+
+    fn clear(&mut self) {
+        self.n = 0;
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever appended, so the content is valid UTF-8.
+        std::str::from_utf8(&self.b[..self.n]).unwrap_or("")
+    }
+}
+
+impl fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.n + s.len();
+        if end > self.b.len() {
+            return Err(fmt::Error);
+        }
+        self.b[self.n..end].copy_from_slice(s.as_bytes());
+        self.n = end;
+        Ok(())
     }
 }
 
