@@ -26,7 +26,10 @@
 //! `epmd_port`, `notify_link_route` (`{host, port, prefix, user, password}` or absent) and `overrides`
 //! (the spec's overrides map). Override keys the backend itself reads: `binary`, `ready_timeout`
 //! (seconds), `queue_patterns` / `topic_patterns` (comma separated), `sasl_service_name` (empty to
-//! omit), `notify_link_route` (`host:port[/prefix]`, qdrouterd only).
+//! omit), `notify_link_route` (`host:port[/prefix]`, qdrouterd only; with `notify_link_route_user` /
+//! `notify_link_route_password`), `env.NAME` (environment variable for the broker process, e.g.
+//! `env.PYTHONPATH` for a qdrouterd built from source). `spec.version` is checked for RabbitMQ
+//! (`3.10` matches an installed 3.10.8).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -552,6 +555,22 @@ impl ProcessBackend {
                     .to_string(),
             });
         }
+        if let (BrokerKind::Rabbitmq, Some(wanted)) = (spec.kind, spec.version.as_deref()) {
+            match rabbitmq_version(&exes.server) {
+                Some(have) if version_matches(&have, wanted) => {}
+                have => {
+                    return Err(BackendError::Unavailable {
+                        backend: "process",
+                        kind: spec.label(),
+                        reason: format!(
+                            "the scenario wants RabbitMQ {wanted}, {} has {}",
+                            exes.server.display(),
+                            have.as_deref().unwrap_or("an unknown version")
+                        ),
+                    })
+                }
+            }
+        }
         let timeout = match spec.overrides.get("ready_timeout") {
             Some(v) => {
                 Duration::from_secs(v.trim().parse::<u64>().map_err(|_| BackendError::Start {
@@ -564,6 +583,27 @@ impl ProcessBackend {
         let starts = (0..spec.nodes.max(1)).map(|i| ProcessNode::start(spec, &exes, i, timeout));
         futures::future::try_join_all(starts).await
     }
+}
+
+/// The RabbitMQ version of an installed server script, read from its install path
+/// (`.../rabbitmq_server-3.10.8/sbin/rabbitmq-server`).
+pub fn rabbitmq_version(server: &Path) -> Option<String> {
+    let canon = fs::canonicalize(server).ok()?;
+    canon.ancestors().find_map(|a| {
+        a.file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.strip_prefix("rabbitmq_server-"))
+            .map(str::to_string)
+    })
+}
+
+/// Whether version `have` (`3.10.8`) satisfies `wanted` (`3`, `3.10`, `3.10.8`, `3.x`).
+fn version_matches(have: &str, wanted: &str) -> bool {
+    let mut h = have.split('.');
+    wanted
+        .trim()
+        .split('.')
+        .all(|w| w == "x" || w == "*" || h.next() == Some(w))
 }
 
 fn harness_exe() -> Option<PathBuf> {
@@ -696,6 +736,8 @@ pub struct ProcessNode {
     layout: NodeLayout,
     users: Vec<User>,
     ready_timeout: Duration,
+    /// Extra environment for the broker (`env.NAME` overrides).
+    env: Vec<(String, String)>,
     procs: Mutex<Procs>,
     notes: Mutex<Vec<String>>,
     dir: Mutex<Option<tempfile::TempDir>>,
@@ -762,6 +804,11 @@ impl ProcessNode {
             layout,
             users: spec.users.clone(),
             ready_timeout,
+            env: spec
+                .overrides
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("env.").map(|k| (k.to_string(), v.clone())))
+                .collect(),
             procs: Mutex::new(Procs::default()),
             notes: Mutex::new(Vec::new()),
             dir: Mutex::new(Some(dir)),
@@ -859,6 +906,9 @@ impl ProcessNode {
     fn server_command(&self) -> Command {
         let l = &self.layout;
         let mut cmd = Command::new(&self.exes.server);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         match self.kind {
             BrokerKind::Qpidd => {
                 cmd.arg("--config").arg(l.dir.join("qpidd.conf"));
@@ -1309,6 +1359,17 @@ mod tests {
         );
         assert!(parse_link_route("nohost").is_err());
         assert!(parse_link_route("h:99999").is_err());
+    }
+
+    #[test]
+    fn versions_match_by_prefix() {
+        assert!(version_matches("3.10.8", "3.10"));
+        assert!(version_matches("3.10.8", "3"));
+        assert!(version_matches("3.10.8", "3.x"));
+        assert!(version_matches("3.10.8", "3.10.8"));
+        assert!(!version_matches("3.10.8", "4"));
+        assert!(!version_matches("3.10.8", "3.1"));
+        assert!(!version_matches("3.10", "3.10.8"));
     }
 
     #[test]
