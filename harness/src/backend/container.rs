@@ -22,6 +22,9 @@
 //! - publishes its AMQP port on `127.0.0.1` only (a fresh [`free_port`] on the host); the embedded-broker
 //!   image, whose broker binds 127.0.0.1 itself, shares the host's network and listens on that port;
 //! - is ready when an AMQP Open succeeds ([`wait_ready`]), never after a fixed sleep;
+//! - gets the broker configuration rendered from `templates/<kind>/` (the process backend's templates)
+//!   copied into the directory its image names in the label `amqp1-rig.config-dir` (`docker create`,
+//!   `docker cp`, `docker start`);
 //! - streams its stdout/stderr into a buffer that [`BrokerNode::logs`] returns (and the report shows);
 //! - supports `kill` (`docker kill`), `restart` (`docker start` on the same host port), `pause`/`resume`
 //!   (`docker pause`/`docker unpause`); `drop_connections` is not supported;
@@ -716,8 +719,7 @@ impl ContainerNode {
         let env_arg = env_file.display().to_string();
         let label = format!("{LABEL}=1");
         let args = [
-            "run",
-            "-d",
+            "create",
             "--name",
             &container_name,
             "--label",
@@ -733,12 +735,49 @@ impl ContainerNode {
             image,
         ];
         let id = docker(&args).await.map_err(|e| BackendError::Start {
-            message: format!("docker run {image}: {e}"),
+            message: format!("docker create {image}: {e}"),
             log_tail: String::new(),
         })?;
         live().insert(id.clone());
-        // docker read the env file at `run`; it is not needed any more
+        // docker read the env file at `create`; it is not needed any more
         drop(env_dir);
+        // the broker configuration rendered from templates/<kind>/, if the image says where it goes
+        let fail = |message: String| {
+            docker_rm_blocking(std::slice::from_ref(&id));
+            live().remove(&id);
+            BackendError::Start {
+                message,
+                log_tail: String::new(),
+            }
+        };
+        if let Some(dir) = config_dir(image).await {
+            let files = match render_container_config(spec, index, &dir) {
+                Ok(f) => f,
+                Err(e) => {
+                    docker_rm_blocking(std::slice::from_ref(&id));
+                    live().remove(&id);
+                    return Err(e);
+                }
+            };
+            if !files.is_empty() {
+                let staging = tempfile::tempdir()?;
+                for f in &files {
+                    let path = staging.path().join(&f.path);
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    write_private(&path, &f.contents)?;
+                }
+                let src = format!("{}/.", staging.path().display());
+                let dst = format!("{id}:{dir}");
+                docker(&["cp", &src, &dst])
+                    .await
+                    .map_err(|e| fail(format!("docker cp of the rendered configuration: {e}")))?;
+            }
+        }
+        docker(&["start", &id])
+            .await
+            .map_err(|e| fail(format!("docker start {image}: {e}")))?;
         let url = match spec.users.first() {
             Some(u) => format!(
                 "amqp://{}:{}@127.0.0.1:{port}",
@@ -850,6 +889,35 @@ impl ContainerNode {
             live().remove(&self.id);
         }
     }
+}
+
+/// The directory where `image` expects the rendered broker configuration (its `amqp1-rig.config-dir`
+/// label), if any.
+async fn config_dir(image: &str) -> Option<String> {
+    let fmt = format!("{{{{ index .Config.Labels \"{LABEL}.config-dir\" }}}}");
+    let dir = docker(&["image", "inspect", "--format", &fmt, image])
+        .await
+        .ok()?;
+    let dir = dir.trim();
+    (dir.starts_with('/') && dir != "<no value>").then(|| dir.to_string())
+}
+
+/// Renders `templates/<kind>/` (the process backend's broker configuration) for a container node whose
+/// image reads it from `dir`; the image's entrypoint adapts listeners and logging to the container.
+pub fn render_container_config(
+    spec: &BrokerSpec,
+    index: usize,
+    dir: &str,
+) -> Result<Vec<super::process::RenderedFile>, BackendError> {
+    let layout = super::process::NodeLayout {
+        index,
+        dir: PathBuf::from(dir),
+        port: CONTAINER_AMQP_PORT,
+        dist_port: 25672,
+        epmd_port: 4369,
+        node_name: format!("rabbit@node{index}"),
+    };
+    super::process::render_files(spec, &layout)
 }
 
 async fn docker_logs_now(id: &str) -> String {

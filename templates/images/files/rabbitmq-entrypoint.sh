@@ -3,8 +3,12 @@
 set -eu
 conf=/etc/rabbitmq/rabbitmq.conf
 if [ -s /etc/amqp1-rig/rabbitmq.conf ]; then
-  # a configuration rendered by the harness; the listener inside the container is always 5672
-  grep -v '^[[:space:]]*listeners\.tcp\.' /etc/amqp1-rig/rabbitmq.conf > "$conf"
+  # a configuration rendered by the harness (templates/rabbitmq/); inside the container the listener is
+  # always 5672, logs go to the console, and the broker is reachable only through the host's 127.0.0.1
+  # port, so loopback-only users are lifted
+  grep -Ev '^[[:space:]]*(listeners\.tcp\.|log\.|loopback_users)' /etc/amqp1-rig/rabbitmq.conf > "$conf"
+  echo "loopback_users = none" >> "$conf"
+  chown -R rabbitmq:rabbitmq /etc/amqp1-rig
 else
   {
     echo "default_user = ${RABBITMQ_USER:-guest}"
@@ -12,7 +16,12 @@ else
     echo "loopback_users = none"
   } > "$conf"
 fi
-echo "listeners.tcp.default = 5672" >> "$conf"
+{
+  echo "listeners.tcp.default = 5672"
+  echo "log.console = true"
+  echo "log.console.level = info"
+  echo "log.file = false"
+} >> "$conf"
 chown rabbitmq:rabbitmq "$conf"
 chmod 640 "$conf"
 mkdir -p /var/lib/rabbitmq /var/log/rabbitmq
