@@ -117,7 +117,7 @@ pub enum PeerError {
         /// The op of the request.
         op: String,
         /// The error object of the reply.
-        failure: PeerFailure,
+        failure: Box<PeerFailure>,
     },
     /// The request could not be built (fields must be a JSON object).
     #[error("invalid peer request: {0}")]
@@ -200,10 +200,10 @@ impl Reply {
     }
 
     /// `Ok(fields)` or `Err(failure)`.
-    pub fn into_result(self) -> Result<Map<String, Value>, PeerFailure> {
+    pub fn into_result(self) -> Result<Map<String, Value>, Box<PeerFailure>> {
         match self.failure() {
             None => Ok(self.fields),
-            Some(f) => Err(f),
+            Some(f) => Err(Box::new(f)),
         }
     }
 }

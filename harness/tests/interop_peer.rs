@@ -44,6 +44,15 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
+/// Interop failures that are known driver bugs found by these tests: (pattern, direction, why). They are
+/// reported as `known-fail` in the matrix and tolerated unless `AMQP1_RIG_STRICT_INTEROP=1`; a listed check
+/// that passes fails the test so that the list stays true.
+const KNOWN_FAILURES: &[(&str, &str, &str)] = &[(
+    "call monitor",
+    "python→rust",
+    "the Rust RpcServer sends no call-monitor heartbeats",
+)];
+
 /// One row of the interop matrix.
 #[derive(Debug)]
 struct Row {
@@ -870,6 +879,12 @@ async fn run_matrix(flavour: Flavour) {
     let status = timeout(Duration::from_secs(30), peer.stop()).await;
     broker.shutdown().await;
     let rows = rows.into_inner().unwrap_or_default();
+    let strict = std::env::var_os("AMQP1_RIG_STRICT_INTEROP").is_some_and(|v| v != "0");
+    let known = |r: &Row| {
+        KNOWN_FAILURES
+            .iter()
+            .any(|(p, d, _)| *p == r.pattern && *d == r.direction)
+    };
     println!("\n| pattern | direction | flavour | result | detail |\n|---|---|---|---|---|");
     for r in &rows {
         println!(
@@ -877,11 +892,25 @@ async fn run_matrix(flavour: Flavour) {
             r.pattern,
             r.direction,
             flavour,
-            if r.ok { "pass" } else { "FAIL" },
+            if r.ok {
+                "pass"
+            } else if known(r) {
+                "known-fail"
+            } else {
+                "FAIL"
+            },
             r.detail
         );
     }
-    let failed: Vec<_> = rows.iter().filter(|r| !r.ok).collect();
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| !r.ok && (strict || !known(r)))
+        .collect();
+    let fixed: Vec<_> = rows.iter().filter(|r| r.ok && known(r)).collect();
+    assert!(
+        fixed.is_empty() || strict,
+        "known failures now pass, remove them from KNOWN_FAILURES: {fixed:#?}"
+    );
     assert!(
         matches!(status, Ok(Ok(s)) if s.success()),
         "the Python peer did not exit cleanly: {status:?}"
