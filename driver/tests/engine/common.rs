@@ -48,7 +48,11 @@ pub fn dispatcher(name: &str) -> Dispatcher {
         Endpoint::new()
             .method("echo", |_c, a| async move { Ok(Value::Object(a)) })
             .method("fail", |_c, a| async move {
-                let msg = a.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+                let msg = a
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 Err(RemoteError::new("ValueError", "builtins", msg))
             })
             .method("whoami", move |_c, _a| {
@@ -64,9 +68,12 @@ pub fn dispatcher(name: &str) -> Dispatcher {
 }
 
 pub async fn server(t: &Transport, target: Target, name: &str) -> RpcServer {
-    bounded("server start", RpcServer::start(t, target, dispatcher(name)))
-        .await
-        .expect("server starts")
+    bounded(
+        "server start",
+        RpcServer::start(t, target, dispatcher(name)),
+    )
+    .await
+    .expect("server starts")
 }
 
 pub fn args(v: Value) -> driver::Map {
