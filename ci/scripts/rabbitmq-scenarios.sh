@@ -7,7 +7,8 @@ cd "$(dirname "$0")/../.."
 
 scenarios=("$@")
 if [ ${#scenarios[@]} -eq 0 ]; then
-  scenarios=(scenarios/rpc.yaml scenarios/notify.yaml scenarios/compat/rabbitmq-dynamic-reply.yaml)
+  # rpc needs the named reply queue on RabbitMQ 3.x: the variant under scenarios/rabbitmq/.
+  scenarios=(scenarios/rabbitmq/rpc.yaml scenarios/notify.yaml scenarios/compat/rabbitmq-dynamic-reply.yaml)
 fi
 
 status=0
