@@ -44,8 +44,27 @@ fn run_help() {
 fn list_scenarios() {
     let out = harness(&["list"], workspace());
     assert!(out.starts_with("exit code: 0"), "{out}");
-    assert!(out.contains("scenarios/rpc.yaml"), "{out}");
-    insta::assert_snapshot!(out);
+    for (file, words) in [
+        ("scenarios/rpc.yaml ", "RPC basics"),
+        ("scenarios/notify.yaml ", "Notifications"),
+        ("scenarios/call-monitor.yaml ", "Call monitoring"),
+        ("scenarios/vhost.yaml ", "Pseudo-vhost isolation"),
+        ("scenarios/devstack-nova.yaml ", "devstack-like nova"),
+        (
+            "scenarios/compat/rabbitmq-dynamic-reply.yaml ",
+            "RabbitMQ 3.x",
+        ),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(file))
+            .unwrap_or_else(|| panic!("{file} not listed: {out}"));
+        assert!(line.contains(words), "{line}");
+    }
+    assert!(
+        !out.contains("snapshots/"),
+        "snapshots must not be listed: {out}"
+    );
 }
 
 #[test]
