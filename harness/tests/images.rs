@@ -18,9 +18,9 @@ fn templates_dir() -> PathBuf {
 /// Example values for the download mirrors, which are never hard-coded.
 fn example_vars() -> BTreeMap<String, String> {
     [
-        ("centos_vault_mirror", "https://vault.mirror.example/centos"),
-        ("epel_archive_mirror", "https://archive.mirror.example/epel"),
-        ("apache_archive", "https://archive.mirror.example/dist"),
+        ("centos_vault_mirror", "https://centos-vault.invalid/centos"),
+        ("epel_archive_mirror", "https://epel-archive.invalid/epel"),
+        ("apache_archive", "https://apache-archive.invalid/dist"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
