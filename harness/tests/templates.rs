@@ -61,6 +61,8 @@ fn qpidd_custom_patterns_without_service_name() {
     s.overrides
         .insert("sasl_service_name".into(), String::new());
     s.overrides.insert("log_enable".into(), "trace+".into());
+    s.overrides
+        .insert("load_module".into(), "/usr/lib/qpid/daemon/acl.so".into());
     snap("qpidd_custom_patterns", &render(&s, 1));
 }
 
