@@ -990,7 +990,7 @@ async fn run_producer(
 // ---------------------------------------------------------------------------
 
 enum Source2 {
-    Queue,
+    Queue(Arc<Backlog>),
     Backlog(Arc<Backlog>),
 }
 
@@ -1052,8 +1052,7 @@ async fn run_consumer(
 ) {
     node.link_attached();
     let source = if node.kind == NodeKind::Queue {
-        node.add_queue_consumer();
-        Source2::Queue
+        Source2::Queue(node.add_queue_consumer())
     } else {
         Source2::Backlog(node.subscribe())
     };
@@ -1079,7 +1078,7 @@ async fn run_consumer(
             }
             item = async {
                 match &source {
-                    Source2::Queue => node.next_from_queue().await,
+                    Source2::Queue(me) => node.next_from_queue(me).await,
                     Source2::Backlog(b) => b.next().await,
                 }
             }, if resume_at.is_none() => item,
@@ -1190,7 +1189,7 @@ async fn run_consumer(
         give_back(&node, Some(item), None);
     }
     match &source {
-        Source2::Queue => node.remove_queue_consumer(),
+        Source2::Queue(me) => node.remove_queue_consumer(me),
         Source2::Backlog(b) => {
             for item in node.unsubscribe(b) {
                 if item.reply.is_some() {

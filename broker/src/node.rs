@@ -159,7 +159,15 @@ impl Backlog {
         Some(dropped)
     }
 
-    /// Waits for the next message.
+    fn try_pop(&self) -> Option<Stored> {
+        lock(&self.items).pop_front()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits for the next message. Cancel safe: a message stays queued until returned.
     pub(crate) async fn next(&self) -> Stored {
         loop {
             let notified = self.notify.notified();
@@ -182,7 +190,8 @@ impl Backlog {
 #[derive(Debug, Default)]
 struct NodeState {
     queue: VecDeque<Stored>,
-    waiters: VecDeque<oneshot::Sender<Stored>>,
+    /// Idle queue consumers, in arrival order (round robin).
+    waiters: VecDeque<Arc<Backlog>>,
     subscribers: Vec<Arc<Backlog>>,
     rr: usize,
     links: usize,
@@ -284,34 +293,20 @@ impl Node {
         backlog.close()
     }
 
-    pub(crate) fn add_queue_consumer(&self) {
+    /// Registers a queue consumer; its backlog receives the messages handed to it.
+    pub(crate) fn add_queue_consumer(&self) -> Arc<Backlog> {
         inc(&self.stats.consumers);
+        Backlog::new(NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub(crate) fn remove_queue_consumer(&self) {
+    /// Removes a queue consumer, putting back whatever was handed to it.
+    pub(crate) fn remove_queue_consumer(&self, backlog: &Arc<Backlog>) {
         dec(&self.stats.consumers);
-    }
-
-    /// Queue: waits for the next message (round robin among waiting consumers).
-    pub(crate) async fn next_from_queue(&self) -> Stored {
-        loop {
-            let rx = {
-                let mut st = lock(&self.state);
-                let now = Instant::now();
-                while let Some(s) = st.queue.pop_front() {
-                    if s.is_expired(now) {
-                        inc(&self.stats.expired);
-                        continue;
-                    }
-                    return s;
-                }
-                let (tx, rx) = oneshot::channel();
-                st.waiters.push_back(tx);
-                rx
-            };
-            if let Ok(s) = rx.await {
-                return s;
-            }
+        lock(&self.state)
+            .waiters
+            .retain(|w| !Arc::ptr_eq(w, backlog));
+        for item in backlog.close().into_iter().rev() {
+            self.requeue(item);
         }
     }
 
@@ -320,17 +315,63 @@ impl Node {
         lock(&self.state).waiters.iter().any(|w| !w.is_closed())
     }
 
+    /// Queue: waits for the next message for this consumer (round robin among idle
+    /// consumers). Cancel safe: a message handed over while cancelled stays in the
+    /// consumer's backlog.
+    pub(crate) async fn next_from_queue(&self, me: &Arc<Backlog>) -> Stored {
+        loop {
+            let now = Instant::now();
+            let item = match me.try_pop() {
+                Some(s) => Some(s),
+                None => {
+                    let mut st = lock(&self.state);
+                    match st.queue.pop_front() {
+                        Some(s) => Some(s),
+                        None => {
+                            if !st.waiters.iter().any(|w| Arc::ptr_eq(w, me)) {
+                                st.waiters.push_back(me.clone());
+                            }
+                            None
+                        }
+                    }
+                }
+            };
+            let item = match item {
+                Some(s) => s,
+                None => me.next().await,
+            };
+            if item.is_expired(now) {
+                inc(&self.stats.expired);
+                continue;
+            }
+            return item;
+        }
+    }
+
+    /// Hands a message to the first idle consumer, or stores it (at the back, or at the
+    /// front when it is being put back).
+    fn hand_over(&self, st: &mut NodeState, item: Stored, front: bool) {
+        while let Some(w) = st.waiters.pop_front() {
+            if !w.is_closed() {
+                if w.push(item, None).is_some() {
+                    return;
+                }
+                // Closed in between: the message was dropped with it; count it.
+                inc(&self.stats.dropped);
+                return;
+            }
+        }
+        if front {
+            st.queue.push_front(item);
+        } else {
+            st.queue.push_back(item);
+        }
+    }
+
     /// Queue: puts a message back at the head (released, or its consumer went away).
     pub(crate) fn requeue(&self, item: Stored) {
         let mut st = lock(&self.state);
-        let mut item = item;
-        while let Some(w) = st.waiters.pop_front() {
-            match w.send(item) {
-                Ok(()) => return,
-                Err(back) => item = back,
-            }
-        }
-        st.queue.push_front(item);
+        self.hand_over(&mut st, item, true);
     }
 
     /// Routes one incoming message.
@@ -339,13 +380,7 @@ impl Node {
             NodeKind::Queue => {
                 inc(&self.stats.enqueued);
                 let mut st = lock(&self.state);
-                while let Some(w) = st.waiters.pop_front() {
-                    match w.send(item) {
-                        Ok(()) => return (Routed::Accepted, None),
-                        Err(back) => item = back,
-                    }
-                }
-                st.queue.push_back(item);
+                self.hand_over(&mut st, item, false);
                 (Routed::Accepted, None)
             }
             NodeKind::Topic | NodeKind::Multicast => {

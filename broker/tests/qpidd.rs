@@ -153,3 +153,61 @@ async fn credit_granted_later_resumes_delivery() {
     c.close().await;
     broker.shutdown().await;
 }
+
+/// Regression: a consumer busy with outcomes must not lose a message handed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_unsettled_stream_loses_nothing() {
+    use fe2o3_amqp::link::receiver::CreditMode;
+    use fe2o3_amqp::types::messaging::Body;
+    use fe2o3_amqp::types::primitives::Value;
+    use fe2o3_amqp::Delivery;
+    use std::collections::VecDeque;
+
+    let broker = start(Flavour::Qpidd).await;
+    let mut c = connect(&broker).await;
+    let mut p = connect(&broker).await;
+    let mut r = within(
+        "attach",
+        fe2o3_amqp::Receiver::builder()
+            .name("rx")
+            .source("unicast.window")
+            .credit_mode(CreditMode::Auto(500))
+            .attach(&mut c.session),
+    )
+    .await
+    .expect("attach");
+    let mut s = p.sender("unicast.window").await;
+    const N: usize = 1500;
+    let consumer = tokio::spawn(async move {
+        for _ in 0..N {
+            let d: Delivery<Body<Value>> = within("recv", r.recv()).await.expect("recv");
+            within("accept", r.accept(&d)).await.expect("accept");
+        }
+        r
+    });
+    let mut window = VecDeque::new();
+    for i in 0..N {
+        if window.len() == 100 {
+            let f: fe2o3_amqp::link::delivery::DeliveryFut<_> = window.pop_front().expect("f");
+            let o: Outcome = within("outcome", f).await.expect("outcome");
+            assert!(matches!(o, Outcome::Accepted(_)));
+        }
+        window.push_back(
+            within("send", s.send_batchable(format!("m{i}")))
+                .await
+                .expect("send"),
+        );
+    }
+    for f in window {
+        within("outcome", f).await.expect("outcome");
+    }
+    let _r = within("consumer", consumer).await.expect("join");
+    let n = broker.counters().nodes["unicast.window"].clone();
+    assert_eq!(
+        (n.enqueued, n.delivered, n.acked, n.depth),
+        (N as u64, N as u64, N as u64, 0)
+    );
+    c.close().await;
+    p.close().await;
+    broker.shutdown().await;
+}
