@@ -185,11 +185,13 @@ async fn windowed_unsettled_stream_loses_nothing() {
         }
         r
     });
-    let mut window = VecDeque::new();
+    let mut window: VecDeque<
+        fe2o3_amqp::link::delivery::DeliveryFut<Result<Outcome, fe2o3_amqp::link::SendError>>,
+    > = VecDeque::new();
     for i in 0..N {
         if window.len() == 100 {
-            let f: fe2o3_amqp::link::delivery::DeliveryFut<_> = window.pop_front().expect("f");
-            let o: Outcome = within("outcome", f).await.expect("outcome");
+            let f = window.pop_front().expect("f");
+            let o = within("outcome", f).await.expect("outcome");
             assert!(matches!(o, Outcome::Accepted(_)));
         }
         window.push_back(
@@ -202,6 +204,13 @@ async fn windowed_unsettled_stream_loses_nothing() {
         within("outcome", f).await.expect("outcome");
     }
     let _r = within("consumer", consumer).await.expect("join");
+    // The last dispositions may still be on their way to the broker.
+    within("all acked", async {
+        while broker.counters().nodes["unicast.window"].acked < N as u64 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let n = broker.counters().nodes["unicast.window"].clone();
     assert_eq!(
         (n.enqueued, n.delivered, n.acked, n.depth),
