@@ -708,7 +708,7 @@ async fn heartbeats(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let (done, _rx) = oneshot::channel();
+        let (done, written) = oneshot::channel();
         let cmd = SendCmd {
             dest: Dest::Address(to.clone()),
             msg: OutgoingMessage::heartbeat(to.clone(), corr.clone(), ttl_ms),
@@ -718,6 +718,11 @@ async fn heartbeats(
         };
         if shared.cmd.send(Command::Send(cmd)).await.is_err() {
             return;
+        }
+        // Keep the answer channel open until the engine has written it (pre-settled,
+        // best effort: no outcome to wait for).
+        if tokio::time::timeout(every, written).await.is_err() {
+            tracing::debug!("heartbeat not written within its interval");
         }
     }
 }

@@ -18,7 +18,16 @@ pub async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 pub async fn start_broker(flavour: Flavour) -> Broker {
+    init_logs();
     Broker::start(BrokerConfig::for_flavour(flavour))
         .await
         .expect("broker starts")

@@ -1,4 +1,5 @@
 //! Driver integration tests over real TCP against the embedded broker.
 
 mod common;
+mod notify;
 mod rpc;
