@@ -1,5 +1,9 @@
 //! Driver integration tests over real TCP against the embedded broker.
 
 mod common;
+mod failover;
+mod links;
 mod notify;
+mod rabbitmq;
 mod rpc;
+mod security;
