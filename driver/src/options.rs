@@ -9,9 +9,15 @@
 //! * [`Config`] bundles the transport URL, the `[oslo_messaging_amqp]` options and the
 //!   few `[DEFAULT]` / `[oslo_messaging_notifications]` options the driver needs.
 //!
-//! Known, deliberate difference from oslo: `?pre_settled=...` in a URL works here
-//! (repeat the parameter or separate values by commas). In oslo 14.9.3 the value came back as
-//! a plain string whose characters were iterated, so nothing was pre-settled (reference §1).
+//! Known, deliberate differences from oslo 14.9.3:
+//! * `?pre_settled=...` in a URL works here (repeat the parameter or separate values by
+//!   commas). In oslo the value came back as a plain string whose characters were iterated,
+//!   so nothing was pre-settled (reference §1).
+//! * `addressing_mode` only accepts `dynamic`, `legacy`, `routable` (and the `rabbitmq`
+//!   extension); oslo accepted any string and silently treated unknown values as routable.
+//! * `idle_timeout` must be >= 0 (oslo has no lower bound; negative values meant "off").
+//! * Unknown keys in `[oslo_messaging_amqp]` are errors (oslo ignores them), so typos are
+//!   reported with a did-you-mean suggestion.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
