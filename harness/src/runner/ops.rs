@@ -85,6 +85,8 @@ enum ServiceRt {
         stop: CancellationToken,
         task: JoinHandle<()>,
     },
+    /// Hosted by the Python oslo.messaging peer; `url` is the service's transport URL.
+    Python { url: String },
 }
 
 /// The running messaging side of a scenario.
@@ -95,6 +97,7 @@ pub struct Env {
     services: Vec<(String, ServiceRt)>,
     events: Arc<Mutex<BTreeSet<(String, String)>>>,
     event_tasks: Vec<JoinHandle<()>>,
+    peer: Option<python::Peer>,
 }
 
 impl std::fmt::Debug for Env {
@@ -267,14 +270,19 @@ impl Env {
             extra_clients: tokio::sync::Mutex::new(HashMap::new()),
             services: Vec::new(),
             events,
+            peer: None,
         };
         for svc in &loaded.scenario.services {
             if svc.kind == ServiceKind::PythonOslo {
-                env.shutdown_quiet().await;
-                return Err(format!(
-                    "service '{}' is `kind: python-oslo`, which this build of the runner cannot start yet",
-                    svc.name
-                ));
+                let r = env.start_python_service(loaded, svc, shared.clone()).await;
+                match r {
+                    Ok(rt) => env.services.push((svc.name.clone(), rt)),
+                    Err(e) => {
+                        env.shutdown_quiet().await;
+                        return Err(format!("service '{}' (python-oslo): {e}", svc.name));
+                    }
+                }
+                continue;
             }
             match env
                 .start_service(loaded, svc, templates, shared.clone())
@@ -400,10 +408,16 @@ impl Env {
         if let Some(name) = from {
             for (n, rt) in &self.services {
                 if n == name {
-                    return Ok(match rt {
+                    return match rt {
                         ServiceRt::Rpc { transport, .. }
-                        | ServiceRt::Listener { transport, .. } => transport.clone(),
-                    });
+                        | ServiceRt::Listener { transport, .. } => Ok(transport.clone()),
+                        ServiceRt::Python { .. } => Err(OpError {
+                            kind: "invalid_target".into(),
+                            condition: None,
+                            message: Some(format!("service '{name}' is a python-oslo service")),
+                            remote: None,
+                        }),
+                    };
                 }
             }
         }
@@ -453,6 +467,14 @@ impl Env {
         n: usize,
         conc: usize,
     ) -> Vec<Result<Json, OpError>> {
+        if let Some(r) = self
+            .python_call(
+                from, target, method, args, context, timeout, monitor, "call", n,
+            )
+            .await
+        {
+            return r;
+        }
         let transport = match self.transport_for(from, reply_mode).await {
             Ok(t) => t,
             Err(e) => return vec![Err(e); n],
@@ -489,6 +511,13 @@ impl Env {
         fanout: bool,
         n: usize,
     ) -> Vec<Result<(), OpError>> {
+        let op = if fanout { "fanout" } else { "cast" };
+        if let Some(r) = self
+            .python_call(from, target, method, args, context, None, None, op, n)
+            .await
+        {
+            return r.into_iter().map(|x| x.map(|_| ())).collect();
+        }
         let transport = match self.transport_for(from, None).await {
             Ok(t) => t,
             Err(e) => return vec![Err(e); n],
@@ -557,7 +586,11 @@ impl Env {
                     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
                     transport.close().await;
                 }
+                ServiceRt::Python { .. } => {}
             }
+        }
+        if let Some(p) = self.peer.take() {
+            p.stop().await;
         }
         for (_, t) in self.extra_clients.lock().await.drain() {
             t.close().await;
@@ -577,5 +610,305 @@ impl Env {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         ev
+    }
+}
+
+impl Env {
+    fn python_url(&self, from: &str) -> Option<String> {
+        self.services.iter().find_map(|(n, rt)| match rt {
+            ServiceRt::Python { url } if n == from => Some(url.clone()),
+            _ => None,
+        })
+    }
+
+    async fn start_python_service(
+        &mut self,
+        loaded: &Loaded,
+        svc: &Service,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Result<ServiceRt, String> {
+        if self.peer.is_none() {
+            self.peer = Some(python::Peer::spawn(shared).await?);
+        }
+        let peer = self.peer.as_ref().ok_or("python peer not running")?;
+        let url = match &svc.vhost {
+            Some(v) => with_vhost(&self.url, v),
+            None => self.url.clone(),
+        };
+        let rec = svc.record_as.clone().unwrap_or_else(|| svc.name.clone());
+        peer.start_service(loaded, svc, &rec, &url).await?;
+        Ok(ServiceRt::Python { url })
+    }
+
+    /// Routes a call, cast or fanout from a python-oslo service through the peer, if `from` names one.
+    #[allow(clippy::too_many_arguments)]
+    async fn python_call(
+        &self,
+        from: Option<&str>,
+        target: &TargetSpec,
+        method: &str,
+        args: &serde_json::Map<String, Json>,
+        context: &serde_json::Map<String, Json>,
+        timeout: Option<Duration>,
+        monitor: Option<Duration>,
+        op: &str,
+        n: usize,
+    ) -> Option<Vec<Result<Json, OpError>>> {
+        let url = self.python_url(from?)?;
+        let peer = self.peer.as_ref()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(
+                peer.call(&url, target, method, args, context, timeout, monitor, op)
+                    .await,
+            );
+        }
+        Some(out)
+    }
+}
+
+/// The Python oslo.messaging peer (`harness::peer`) as the host of `kind: python-oslo` services.
+mod python {
+    use super::*;
+    use crate::peer::{PeerFailure, PeerOptions, PythonPeer};
+    use serde_json::json;
+
+    pub(super) struct Peer {
+        peer: Arc<PythonPeer>,
+        pump: JoinHandle<()>,
+        names: Arc<Mutex<HashMap<String, String>>>,
+    }
+
+    fn target_json(t: &TargetSpec) -> Json {
+        let mut m = serde_json::Map::new();
+        m.insert("topic".into(), Json::String(t.topic.clone()));
+        for (k, v) in [
+            ("server", &t.server),
+            ("exchange", &t.exchange),
+            ("version", &t.version),
+            ("namespace", &t.namespace),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), Json::String(v.clone()));
+            }
+        }
+        Json::Object(m)
+    }
+
+    /// One endpoint in the harness scenario format, which the peer mirrors exactly.
+    fn endpoint_json(ep: &crate::scenario::model::EndpointSpec) -> Json {
+        let mut methods = serde_json::Map::new();
+        for (name, b) in &ep.methods {
+            methods.insert(name.clone(), behaviour_json(b));
+        }
+        let mut e = json!({ "methods": methods });
+        if let Some(ns) = &ep.namespace {
+            e["namespace"] = json!(ns);
+        }
+        if let Some(v) = &ep.version {
+            e["version"] = json!(v);
+        }
+        e
+    }
+
+    fn behaviour_json(b: &Behaviour) -> Json {
+        let mut m = serde_json::Map::new();
+        if let Some(d) = &b.sleep {
+            m.insert("sleep".into(), json!(d));
+        }
+        if b.echo {
+            m.insert("echo".into(), json!(true));
+        }
+        if let Some(v) = &b.returns {
+            m.insert("return".into(), v.clone());
+        }
+        if let Some(r) = &b.raise {
+            m.insert(
+                "raise".into(),
+                json!({"class": r.class, "module": r.module, "message": r.message}),
+            );
+        }
+        if let Some(st) = &b.state {
+            m.insert("state".into(), json!(st));
+        }
+        if b.whoami {
+            m.insert("whoami".into(), json!(true));
+        }
+        Json::Object(m)
+    }
+
+    fn config_json(loaded: &Loaded) -> Json {
+        let d = &loaded.scenario.driver;
+        let mut amqp = serde_json::Map::new();
+        if let Some(a) = &loaded.scenario.broker.addressing {
+            amqp.insert("addressing_mode".into(), Json::String(a.clone()));
+        }
+        for (k, v) in &d.options {
+            amqp.insert(k.clone(), v.clone());
+        }
+        let mut default = serde_json::Map::new();
+        if let Some(x) = &d.control_exchange {
+            default.insert("control_exchange".into(), Json::String(x.clone()));
+        }
+        json!({"oslo_messaging_amqp": amqp, "DEFAULT": default})
+    }
+
+    fn map_failure(f: PeerFailure) -> OpError {
+        let kind = match f.kind.as_str() {
+            "timeout" => "timed_out",
+            "delivery" => "delivery_failed",
+            other => other,
+        }
+        .to_string();
+        let remote = (f.kind == "remote").then(|| {
+            (
+                f.class.clone().unwrap_or_default(),
+                f.module.clone().unwrap_or_default(),
+            )
+        });
+        OpError {
+            kind,
+            condition: None,
+            message: Some(f.message),
+            remote,
+        }
+    }
+
+    impl Peer {
+        pub(super) async fn spawn(shared: Arc<Mutex<Shared>>) -> Result<Peer, String> {
+            let peer = PythonPeer::spawn(PeerOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let peer = Arc::new(peer);
+            let names: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+            let (p2, n2) = (peer.clone(), names.clone());
+            let pump = tokio::spawn(async move {
+                while let Some(ev) = p2.next_event().await {
+                    let Some(svc) = ev.service.clone() else {
+                        continue;
+                    };
+                    let rec = n2
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&svc).cloned())
+                        .unwrap_or(svc);
+                    let raw = &ev.raw;
+                    let s = |k: &str| raw.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+                    match ev.event.as_str() {
+                        "call" => {
+                            let method = s("method");
+                            let args = raw
+                                .get("args")
+                                .cloned()
+                                .unwrap_or(Json::Object(Default::default()));
+                            record(&shared, &rec, method.clone(), format!("{method} {args}"));
+                        }
+                        "notification" => {
+                            let pr = s("priority").to_lowercase();
+                            let et = s("event_type");
+                            let payload = raw.get("payload").cloned().unwrap_or(Json::Null);
+                            let v = if s("version").starts_with('1') { 1 } else { 2 };
+                            let key = format!("{pr}:{et}");
+                            let mut line =
+                                format!("{pr} {et} {payload} publisher={} v{v}", s("publisher_id"));
+                            if s("action") == "requeue" {
+                                line.push_str(" (requeued)");
+                                record(&shared, &rec, format!("requeued:{key}"), line);
+                            } else {
+                                record(&shared, &rec, key, line);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            Ok(Peer { peer, pump, names })
+        }
+
+        pub(super) async fn start_service(
+            &self,
+            loaded: &Loaded,
+            svc: &Service,
+            rec: &str,
+            url: &str,
+        ) -> Result<(), String> {
+            if let Ok(mut m) = self.names.lock() {
+                m.insert(svc.name.clone(), rec.to_string());
+            }
+            let config = config_json(loaded);
+            if let Some(r) = &svc.rpc_server {
+                let endpoints: Vec<Json> = r.endpoints.iter().map(endpoint_json).collect();
+                let req = json!({"service": svc.name, "url": url, "target": target_json(&r.target),
+                                     "endpoints": endpoints, "config": config});
+                self.peer
+                    .request_ok("rpc_server", req)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            if let Some(l) = &svc.listener {
+                let targets: Vec<Json> = l.targets.iter().map(target_json).collect();
+                let mut req = json!({"service": svc.name, "url": url, "targets": targets,
+                                     "requeue": l.requeue, "config": config});
+                if !l.priorities.is_empty() {
+                    req["priorities"] = json!(l.priorities);
+                }
+                if let Some(p) = &l.pool {
+                    req["pool"] = json!(p);
+                }
+                self.peer
+                    .request_ok("listener", req)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            Err("neither rpc_server nor listener".into())
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        pub(super) async fn call(
+            &self,
+            url: &str,
+            target: &TargetSpec,
+            method: &str,
+            args: &serde_json::Map<String, Json>,
+            context: &serde_json::Map<String, Json>,
+            timeout: Option<Duration>,
+            monitor: Option<Duration>,
+            op: &str,
+        ) -> Result<Json, OpError> {
+            let mut req = json!({"url": url, "target": target_json(target), "method": method,
+                                 "args": args, "ctxt": context});
+            if let Some(t) = timeout {
+                req["timeout"] = json!(t.as_secs_f64());
+            }
+            if let Some(m) = monitor {
+                req["call_monitor_timeout"] = json!(m.as_secs().max(1));
+            }
+            match self.peer.request(op, req).await {
+                Ok(reply) => match reply.into_result() {
+                    Ok(fields) => Ok(fields.get("result").cloned().unwrap_or(Json::Null)),
+                    Err(f) => Err(map_failure(*f)),
+                },
+                Err(e) => Err(OpError {
+                    kind: "other".into(),
+                    condition: None,
+                    message: Some(e.to_string()),
+                    remote: None,
+                }),
+            }
+        }
+
+        pub(super) async fn stop(self) {
+            self.pump.abort();
+            match Arc::try_unwrap(self.peer) {
+                Ok(p) => {
+                    let _ = p.stop().await;
+                }
+                Err(p) => {
+                    let _ = p.request("stop", json!({})).await;
+                }
+            }
+        }
     }
 }
