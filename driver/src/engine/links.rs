@@ -420,7 +420,7 @@ pub(crate) async fn reply_task(
                 Err(e) => {
                     let cond = match &e {
                         fe2o3_amqp::link::RecvError::LinkStateError(fe2o3_amqp::link::LinkStateError::RemoteClosedWithError(err))
-                        | fe2o3_amqp::link::RecvError::LinkStateError(fe2o3_amqp::link::LinkStateError::RemoteDetachedWithError(err)) => Some(Condition::from(&*err)),
+                        | fe2o3_amqp::link::RecvError::LinkStateError(fe2o3_amqp::link::LinkStateError::RemoteDetachedWithError(err)) => Some(Condition::from(err)),
                         _ => None,
                     };
                     tracing::warn!(error = %e, "reply link lost");

@@ -145,13 +145,16 @@ pub(crate) struct SubSpec {
     pub sink: Sink,
 }
 
+/// Answer to a subscription: its id, or the refusal (condition, reason).
+pub(crate) type SubDone = oneshot::Sender<Result<u64, (Option<Condition>, String)>>;
+
 /// Commands from API handles to the connection task.
+// `Send` is by far the most frequent command; boxing it would cost an
+// allocation per message for no gain.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     Send(SendCmd),
-    Subscribe {
-        spec: SubSpec,
-        done: oneshot::Sender<Result<u64, (Option<Condition>, String)>>,
-    },
+    Subscribe { spec: SubSpec, done: SubDone },
     Unsubscribe(u64),
     Close(oneshot::Sender<()>),
 }
@@ -625,11 +628,7 @@ impl Engine {
     }
 
     /// Attaches the links of subscription `id` on the current connection.
-    async fn attach_sub(
-        &mut self,
-        id: u64,
-        done: Option<oneshot::Sender<Result<u64, (Option<Condition>, String)>>>,
-    ) {
+    async fn attach_sub(&mut self, id: u64, done: Option<SubDone>) {
         let Some(conn) = self.conn.as_mut() else {
             if let Some(d) = done {
                 // Will be attached on reconnect.
