@@ -154,10 +154,14 @@ build_base() {
 
 docker_build() { # image dockerfile context [build args...]
   local image="$1" dockerfile="$2" context="$3"; shift 3
-  local t0; t0="$(now)"
+  local t0 old new; t0="$(now)"
+  old="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
   DOCKER_BUILDKIT=0 docker build --network host -q -t "$image" -f "$dockerfile" --build-arg "BASE_IMAGE=$base_image" "$@" "$context" >/dev/null 2>"$context/.build.err" ||
     { cat "$context/.build.err" >&2; die "docker build of $image failed"; }
   log "$image built in $(elapsed "$t0") s ($(size_of "$image"))"
+  # drop the image this one replaces, so rebuilds do not pile up untagged images
+  new="$(docker image inspect -f '{{.Id}}' "$image")"
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
 }
 
 build_rabbitmq() {

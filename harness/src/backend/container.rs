@@ -577,10 +577,18 @@ impl Backend for ContainerBackend {
                 kind: spec.label(),
                 reason,
             };
-            docker_available().map_err(|e| unavailable(e.0))?;
-            let _ = reap_orphans(false);
+            // the checks run the docker CLI synchronously: keep them off the async workers
             let (image, how) = image_for(spec);
-            if !image_exists(&image) {
+            let probe = image.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                docker_available()?;
+                let _ = reap_orphans(false);
+                Ok::<bool, DockerUnavailable>(image_exists(&probe))
+            })
+            .await
+            .map_err(|e| unavailable(format!("docker check failed: {e}")))?;
+            let exists = checked.map_err(|e| unavailable(e.0))?;
+            if !exists {
                 return Err(unavailable(format!(
                     "image {image} is not present locally and will not be pulled: {how}"
                 )));
