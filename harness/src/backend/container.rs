@@ -799,7 +799,7 @@ impl ContainerNode {
                 "embedded {} (container)",
                 spec.flavour.as_deref().unwrap_or("qpidd")
             ),
-            other => format!("{other} (container)"),
+            other => other.to_string(),
         };
         let node = ContainerNode {
             name,
