@@ -311,3 +311,57 @@ async fn rabbitmq_private_node() {
     drop(nodes);
     assert!(!dir.exists());
 }
+
+/// Two private RabbitMQ nodes at once (a failover pair) through the `Backend` trait: distinct ports and
+/// node names, the transport URL lists both, and stopping the handle leaves nothing behind.
+/// Ignored by default (two RabbitMQ boots cost ~15 s of CPU); run with `--ignored`.
+#[tokio::test]
+#[ignore]
+async fn rabbitmq_two_nodes_failover_pair() {
+    if let Err(why) = backend().available(BrokerKind::Rabbitmq) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir());
+    spec.nodes = 2;
+    let t0 = Instant::now();
+    let handle = tokio::time::timeout(Duration::from_secs(180), backend().start(&spec))
+        .await
+        .expect("start within the timeout")
+        .expect("two nodes start");
+    eprintln!(
+        "rabbitmq: 2 nodes ready in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let url = handle.transport_url();
+    let hosts: Vec<&str> = url
+        .trim_start_matches("amqp://")
+        .trim_end_matches('/')
+        .split(',')
+        .collect();
+    assert_eq!(hosts.len(), 2, "{url}");
+    assert_ne!(hosts[0], hosts[1]);
+    for n in &handle.nodes {
+        wait_ready(&n.url(), T).await.expect("each node answers");
+    }
+    // Killing node0 leaves node1 serving.
+    handle.nodes[0].kill().await.expect("kill node0");
+    wait_ready(&handle.nodes[1].url(), T)
+        .await
+        .expect("node1 still serves");
+    let port0: u16 = hosts[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert!(refused(port0).await);
+    tokio::time::timeout(Duration::from_secs(90), handle.stop())
+        .await
+        .expect("stop in time");
+    let port1: u16 = hosts[1]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert!(refused(port1).await);
+}
