@@ -193,7 +193,7 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<Event>,
     pub calls: Calls,
     pub config: Arc<Config>,
-    pub closed: AtomicBool,
+    pub closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -229,8 +229,16 @@ struct Conn {
     sub_stops: HashMap<u64, CancellationToken>,
 }
 
+/// What the engine needs from [`Shared`], without the command sender (so
+/// that dropping every handle closes the command channel and stops the task).
+struct EngineShared {
+    events: broadcast::Sender<Event>,
+    calls: Calls,
+    closed: Arc<AtomicBool>,
+}
+
 pub(crate) struct Engine {
-    shared: Arc<Shared>,
+    shared: EngineShared,
     config: Arc<Config>,
     rx: mpsc::Receiver<Command>,
     internal_tx: mpsc::UnboundedSender<Internal>,
@@ -461,14 +469,18 @@ impl Engine {
             events,
             calls: Arc::new(Mutex::new(HashMap::new())),
             config: config.clone(),
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
         });
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let n = config.transport_url.hosts.len();
         let start = rand::random::<usize>() % n;
         let o = &config.amqp;
         let mut engine = Engine {
-            shared: shared.clone(),
+            shared: EngineShared {
+                events: shared.events.clone(),
+                calls: shared.calls.clone(),
+                closed: shared.closed.clone(),
+            },
             config: config.clone(),
             rx: cmd_rx,
             internal_tx,

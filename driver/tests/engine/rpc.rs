@@ -294,3 +294,38 @@ async fn credit_of_one_still_completes_concurrent_calls() {
     t.close().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_connection() {
+    let b = start_broker(Flavour::Qpidd).await;
+    let t = connect(&b.url()).await;
+    let c = RpcClient::new(&t, Target::topic("drop")).timeout(Duration::from_secs(1));
+    let _ = c.call(Default::default(), "echo", Default::default()).await;
+    assert!(b.counters().connections.iter().any(|c| c.open));
+    drop(c);
+    drop(t);
+    bounded("connection closed", async {
+        while b.counters().connections.iter().any(|c| c.open) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn closed_transport_fails_operations() {
+    let b = start_broker(Flavour::Qpidd).await;
+    let t = connect(&b.url()).await;
+    t.close().await;
+    assert!(t.is_closed());
+    let c = RpcClient::new(&t, Target::topic("closed")).timeout(Duration::from_secs(5));
+    let e = bounded(
+        "call",
+        c.call(Default::default(), "echo", Default::default()),
+    )
+    .await
+    .expect_err("closed");
+    assert_eq!(e.kind(), CallErrorKind::Closed);
+    b.shutdown().await;
+}
