@@ -228,7 +228,11 @@ pub fn skip_reason(cell: &Cell, templates_dir: &Path) -> Option<String> {
             if !container::image_exists(&image) {
                 return Some(format!("image {image} not built here; {how}"));
             }
-            None
+            // a build whose backend dispatch does not include the container backend yet
+            match backend::backend(bk).available(kind) {
+                Err(why) if why.contains("not implemented") => Some(why),
+                _ => None,
+            }
         }
         _ => backend::backend(bk).available(kind).err(),
     }
