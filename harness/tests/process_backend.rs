@@ -365,3 +365,102 @@ async fn rabbitmq_two_nodes_failover_pair() {
         .expect("port");
     assert!(refused(port1).await);
 }
+
+/// Writes an executable shell script.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write script");
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    p
+}
+
+/// qpidd and qdrouterd are not packaged here, so their code path (render into the node directory, run the
+/// binary with its config, readiness, logs, stop) runs against shims that read the port from the rendered
+/// config and exec the embedded broker with the matching flavour and the SASL user from the scenario.
+#[tokio::test]
+async fn qpidd_and_qdrouterd_code_path_with_shim_binaries() {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let harness = env!("CARGO_BIN_EXE_harness");
+    let qpidd = script(
+        bin.path(),
+        "qpidd",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = --config ] || {{ echo \"usage: qpidd --config FILE\" >&2; exit 2; }}\n\
+             port=$(sed -n 's/^port=//p' \"$2\")\n\
+             grep -q '^auth=yes' \"$2\" && user=\"--user stackqpid:secretqpid\"\n\
+             echo \"qpidd shim: config $2 port $port\"\n\
+             exec {harness} broker serve --flavour qpidd --port \"$port\" $user\n"
+        ),
+    );
+    let qdrouterd = script(
+        bin.path(),
+        "qdrouterd",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = -c ] || {{ echo \"usage: qdrouterd -c FILE\" >&2; exit 2; }}\n\
+             port=$(sed -n 's/^ *port: *//p' \"$2\" | head -n1)\n\
+             echo \"qdrouterd shim: config $2 port $port\"\n\
+             exec {harness} broker serve --flavour router --port \"$port\"\n"
+        ),
+    );
+    let b = ProcessBackend::new()
+        .with_binary(BrokerKind::Qpidd, &qpidd)
+        .with_binary(BrokerKind::Qdrouterd, &qdrouterd);
+
+    // qpidd with a SASL user: saslpasswd2 builds the database next to the rendered sasl2/qpidd.conf.
+    let mut spec = BrokerSpec::new(BrokerKind::Qpidd, templates_dir());
+    spec.users = vec![User {
+        name: "stackqpid".into(),
+        password: "secretqpid".into(),
+    }];
+    let have_saslpasswd2 = ["/usr/sbin/saslpasswd2", "/usr/bin/saslpasswd2"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if !have_saslpasswd2 {
+        spec.users.clear();
+        eprintln!("saslpasswd2 not installed: qpidd without users");
+    }
+    let nodes = tokio::time::timeout(T, b.start_nodes(&spec))
+        .await
+        .expect("in time")
+        .expect("qpidd (shim) starts");
+    let n = &nodes[0];
+    assert_eq!(n.product(), "qpidd");
+    let conf = std::fs::read_to_string(n.dir().join("qpidd.conf")).expect("qpidd.conf written");
+    assert!(
+        conf.contains(&format!("port={}", n.layout().port)),
+        "{conf}"
+    );
+    assert!(conf.contains("queue-patterns=exclusive"), "{conf}");
+    let mode = std::fs::metadata(n.dir().join("qpidd.conf"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("stat");
+    assert_eq!(mode, 0o600, "configs may hold secrets");
+    if have_saslpasswd2 {
+        assert!(n.dir().join("sasl2/qpidd.sasldb").exists());
+        assert!(n.url().starts_with("amqp://stackqpid:secretqpid@"));
+    }
+    assert!(n.logs().contains("qpidd shim: config"), "{}", n.logs());
+    let (pid, dir) = (n.pid().expect("running"), n.dir().to_path_buf());
+    tokio::time::timeout(T, n.stop())
+        .await
+        .expect("stop in time");
+    assert!(gone(pid).await);
+    drop(nodes);
+    assert!(!dir.exists());
+
+    // qdrouterd with a notification link route to a broker (qpid-dual shape).
+    let mut spec = BrokerSpec::new(BrokerKind::Qdrouterd, templates_dir());
+    spec.overrides
+        .insert("notify_link_route".into(), "127.0.0.1:5673".into());
+    let nodes = tokio::time::timeout(T, b.start_nodes(&spec))
+        .await
+        .expect("in time")
+        .expect("qdrouterd (shim) starts");
+    let conf = std::fs::read_to_string(nodes[0].dir().join("qdrouterd.conf")).expect("written");
+    assert!(conf.contains("linkRoute {"), "{conf}");
+    assert!(nodes[0].logs().contains("qdrouterd shim: config"));
+    wait_ready(&nodes[0].url(), T)
+        .await
+        .expect("router answers");
+}
