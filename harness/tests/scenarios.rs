@@ -79,12 +79,12 @@ fn run_one(path: &Path) {
 
 #[test]
 fn scenarios_on_embedded_broker() {
-    insta::glob!("../../scenarios", "*.yaml", |path| run_one(path));
+    insta::glob!("../../scenarios", "*.yaml", run_one);
 }
 
 #[test]
 fn compat_scenarios_on_embedded_broker() {
-    insta::glob!("../../scenarios", "compat/*.yaml", |path| run_one(path));
+    insta::glob!("../../scenarios", "compat/*.yaml", run_one);
 }
 
 #[test]
@@ -105,5 +105,5 @@ fn interop_scenarios_with_python_peer() {
         eprintln!("no scenarios/interop directory; nothing to run");
         return;
     }
-    insta::glob!("../../scenarios", "interop/*.yaml", |path| run_one(path));
+    insta::glob!("../../scenarios", "interop/*.yaml", run_one);
 }

@@ -449,7 +449,7 @@ impl Env {
 
     fn event_tasks_push(&self, t: &Transport, name: String) {
         // Tasks end when the transport closes; they are not joined.
-        let _ = watch_events(name, t, self.events.clone());
+        drop(watch_events(name, t, self.events.clone()));
     }
 
     /// Makes `n` calls, `conc` at a time.
