@@ -101,6 +101,10 @@ impl Transport {
 
     /// Subscribes to connection events (connected, disconnected, reconnecting).
     ///
+    /// The `Connected` event of the first (eager) connect is sent before
+    /// [`connect`](Self::connect) returns, so a new subscriber sees only later
+    /// events. Slow subscribers may miss events (broadcast channel of 256).
+    ///
     /// # Examples
     ///
     /// ```no_run

@@ -116,3 +116,29 @@ async fn fails_over_to_the_other_broker() {
     t.close().await;
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_timeout_detects_a_paused_broker() {
+    let b = start_broker(Flavour::Qpidd).await;
+    let mut cfg = config(&b.url());
+    cfg.amqp.idle_timeout = 1;
+    let t = bounded("connect", driver::Transport::connect(cfg))
+        .await
+        .expect("connect");
+    let mut ev = t.events();
+    b.faults().pause(Duration::from_secs(6));
+    let lost = async {
+        loop {
+            match ev.recv().await {
+                Ok(Event::Disconnected { reason, .. }) => return reason,
+                Ok(_) => {}
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    };
+    let reason = bounded("heartbeat loss detected", lost).await;
+    assert!(!reason.is_empty());
+    let (_, _) = wait_connected(&mut ev).await;
+    t.close().await;
+    b.shutdown().await;
+}
