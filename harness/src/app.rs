@@ -114,6 +114,8 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
             return exit_code::USAGE;
         }
     };
+    // Ctrl-C / SIGTERM: kill every broker process group before exiting (process backend).
+    let guard = backend::process::spawn_interrupt_guard();
     let term = Terminal::new();
     let env = env_pairs();
     let mut reports: Vec<ScenarioReport> = Vec::new();
@@ -203,6 +205,7 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
             worst = worst.max(exit_code::INTERNAL);
         }
     }
+    guard.abort();
     if reports.len() > 1 {
         let ok = reports.iter().filter(|r| r.exit_code == 0).count();
         outln!("{ok}/{} scenarios passed", reports.len());

@@ -408,33 +408,8 @@ pub trait Backend: Send + Sync {
 pub fn backend(kind: BackendKind) -> Box<dyn Backend> {
     match kind {
         BackendKind::Embedded => Box::new(embedded::EmbeddedBackend),
-        // TODO(infra helper): return the process/container backends once process.rs/container.rs define them.
-        BackendKind::Process | BackendKind::Container => Box::new(NotYet(kind)),
-    }
-}
-
-/// Placeholder for backends whose implementation is not in this build yet.
-#[derive(Debug)]
-struct NotYet(BackendKind);
-
-impl Backend for NotYet {
-    fn name(&self) -> &'static str {
-        self.0.as_str()
-    }
-    fn available(&self, _kind: BrokerKind) -> Result<(), String> {
-        Err("not implemented in this build yet".to_string())
-    }
-    fn start<'a>(
-        &'a self,
-        spec: &'a BrokerSpec,
-    ) -> BoxFuture<'a, Result<BrokerHandle, BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::Unavailable {
-                backend: self.0.as_str(),
-                kind: spec.label(),
-                reason: "not implemented in this build yet".to_string(),
-            })
-        })
+        BackendKind::Process => Box::new(process::ProcessBackend::new()),
+        BackendKind::Container => Box::new(container::ContainerBackend::default()),
     }
 }
 
