@@ -97,3 +97,79 @@ async fn idle_sender_links_are_purged_and_reattached() {
     t.close().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn refused_links_carry_the_broker_condition() {
+    let b = start_broker(Flavour::Qpidd).await;
+    let t = connect(&b.url()).await;
+    b.faults().refuse_attach(
+        "^exclusive\\.openstack\\.deny",
+        "amqp:unauthorized-access",
+        "not for you",
+    );
+    let e = bounded(
+        "refused server",
+        driver::RpcServer::start(
+            &t,
+            Target::topic("deny").with_server("s1"),
+            dispatcher("s1"),
+        ),
+    )
+    .await
+    .expect_err("server link refused");
+    assert_eq!(e.kind(), driver::ListenErrorKind::Refused, "{e}");
+    assert_eq!(e.condition(), Some("amqp:unauthorized-access"), "{e}");
+    assert_eq!(e.description(), Some("not for you"), "{e}");
+    let c = RpcClient::new(&t, Target::topic("deny").with_server("s1"));
+    let e = bounded(
+        "refused cast",
+        c.cast(Default::default(), "echo", Default::default()),
+    )
+    .await
+    .expect_err("sender link refused");
+    assert_eq!(e.kind(), driver::CastErrorKind::Refused, "{e}");
+    assert_eq!(e.condition(), Some("amqp:unauthorized-access"), "{e}");
+    t.close().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsettled_notification_fails_when_the_connection_drops() {
+    let b = start_broker(Flavour::Qpidd).await;
+    let t = connect(&b.url()).await;
+    let mut l = bounded(
+        "listener",
+        driver::NotificationListener::start(
+            &t,
+            vec![Target::topic("un")],
+            vec![driver::Priority::Info],
+            None,
+        ),
+    )
+    .await
+    .expect("listener");
+    let n = driver::Notifier::new(&t, "p").topics(["un"]);
+    // warm up the sender link
+    bounded(
+        "notify",
+        n.notify(Default::default(), "e", driver::Priority::Info, json!(0)),
+    )
+    .await
+    .expect("first notify");
+    bounded("recv", l.recv()).await.expect("first").ack().await;
+    b.faults().pause(Duration::from_secs(3));
+    let pending = tokio::spawn({
+        let n = n.clone();
+        async move {
+            n.notify(Default::default(), "e", driver::Priority::Info, json!(1))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.faults().drop_connections();
+    let r = bounded("notify outcome", pending).await.expect("task");
+    let e = r.expect_err("written but unsettled at the loss");
+    assert_eq!(e.kind(), driver::NotifyErrorKind::DeliveryFailed, "{e}");
+    t.close().await;
+    b.shutdown().await;
+}
