@@ -2,7 +2,7 @@
 //!
 //! Not a timed test: it prints numbers. Run with `cargo bench -p broker`.
 //! Environment: `BENCH_MESSAGES` (default 50000), `BENCH_RPC` (default 5000),
-//! `BENCH_FLAVOUR` (default qpidd; router works too).
+//! `BENCH_FLAVOUR` (default qpidd; router works too), `BENCH_WINDOW` (default 100).
 //!
 //! * one-way pre-settled: producer sends pre-settled, consumer link in settled mode;
 //! * one-way acked: producer keeps a window of 100 unsettled sends, consumer accepts each;
@@ -51,6 +51,7 @@ fn payload() -> Message<Data> {
 }
 
 async fn one_way(broker: &Broker, n: usize, presettled: bool) -> Res<f64> {
+    let window_size = env_usize("BENCH_WINDOW", 100);
     let address = if broker.flavour() == Flavour::Router {
         format!("openstack.org/om/rpc/anycast/bench/{}", presettled)
     } else {
@@ -89,9 +90,9 @@ async fn one_way(broker: &Broker, n: usize, presettled: bool) -> Res<f64> {
             sender.send_batchable(s).await?.await?;
         }
     } else {
-        let mut window = VecDeque::with_capacity(100);
+        let mut window = VecDeque::with_capacity(window_size);
         for _ in 0..n {
-            if window.len() == 100 {
+            if window.len() == window_size {
                 if let Some(f) = window.pop_front() {
                     let _: fe2o3_amqp::types::messaging::Outcome = f.await?;
                 }

@@ -22,7 +22,7 @@ use fe2o3_amqp::types::primitives::{Array, Symbol, Value};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
 use fe2o3_amqp::{Receiver, Sendable, Sender};
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use regex::Regex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -853,6 +853,91 @@ async fn handle_attach(
 type PendingReply =
     Pin<Box<dyn Future<Output = (DeliveryInfo, Arc<Node>, Option<Outcome>)> + Send>>;
 
+const RECV_BATCH: usize = 64;
+
+enum Action {
+    Accept(DeliveryInfo),
+    Wait(PendingReply),
+    Done,
+}
+
+/// Routes one incoming delivery; returns what to do with its disposition.
+async fn on_delivery(
+    core: &Arc<Core>,
+    ctx: &Arc<ConnCtx>,
+    receiver: &Receiver,
+    node: Option<&Arc<Node>>,
+    presettled_link: bool,
+    (channel, handle): (u16, u32),
+    delivery: fe2o3_amqp::Delivery<Body<Value>>,
+) -> Result<Action, fe2o3_amqp::link::DispositionError> {
+    inc(&ctx.stats.received);
+    let presettled = presettled_link || ctx.settled.take(channel, handle, *delivery.delivery_id());
+    let format = delivery.message_format().unwrap_or(0u32);
+    let (info, msg) = delivery.into_parts();
+    let target = match node {
+        Some(n) => Ok(n.clone()),
+        None => match msg.properties.as_ref().and_then(|p| p.to.clone()) {
+            Some(to) => match core.faults.refusal(&to) {
+                Some(e) => Err(e),
+                None => core.lookup(&to).map_err(|r| match r {
+                    Refuse::Detach(e) | Refuse::EndSession(e) => e,
+                }),
+            },
+            None => Err(amqp_error(
+                "amqp:invalid-field",
+                "message has no `to` address for the anonymous relay",
+            )),
+        },
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            receiver.reject(info, e).await?;
+            return Ok(Action::Done);
+        }
+    };
+    if !presettled {
+        if let Some(forced) = core.faults.forced_outcome() {
+            match forced {
+                ForcedOutcome::Release => {
+                    inc(&target.stats.released);
+                    receiver.release(info).await?;
+                }
+                ForcedOutcome::Reject => {
+                    inc(&target.stats.rejected);
+                    receiver
+                        .reject(
+                            info,
+                            amqp_error("amqp:internal-error", "rejected by fault injection"),
+                        )
+                        .await?;
+                }
+            }
+            return Ok(Action::Done);
+        }
+    }
+    let (routed, _) = target.route(Stored::new(msg, format, presettled));
+    match routed {
+        Routed::Accepted => Ok(Action::Accept(info)),
+        Routed::NoRoute => {
+            if presettled {
+                inc(&target.stats.dropped);
+            } else {
+                inc(&target.stats.released);
+            }
+            receiver.release(info).await?;
+            Ok(Action::Done)
+        }
+        Routed::Pending(rx) => {
+            let n = target.clone();
+            Ok(Action::Wait(Box::pin(
+                async move { (info, n, rx.await.ok()) },
+            )))
+        }
+    }
+}
+
 async fn run_producer(
     core: &Arc<Core>,
     ctx: &Arc<ConnCtx>,
@@ -896,75 +981,49 @@ async fn run_producer(
                 }
             }
             r = receiver.recv::<Body<Value>>() => {
-                let delivery = match r {
+                let first = match r {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::debug!(%e, "producer link ended");
                         break;
                     }
                 };
-                inc(&ctx.stats.received);
-                let presettled = presettled_link || ctx.settled.take(channel, handle, *delivery.delivery_id());
-                let format = delivery.message_format().unwrap_or(0u32);
-                let (info, msg) = delivery.into_parts();
-                let target = match &node {
-                    Some(n) => Ok(n.clone()),
-                    None => match msg.properties.as_ref().and_then(|p| p.to.clone()) {
-                        Some(to) => match core.faults.refusal(&to) {
-                            Some(e) => Err(e),
-                            None => core.lookup(&to).map_err(|r| match r {
-                                Refuse::Detach(e) | Refuse::EndSession(e) => e,
-                            }),
-                        },
-                        None => Err(amqp_error("amqp:invalid-field", "message has no `to` address for the anonymous relay")),
-                    },
-                };
-                let target = match target {
-                    Ok(t) => t,
-                    Err(e) => {
-                        if receiver.reject(info, e).await.is_err() {
+                // Take whatever else has already arrived (recv is cancel safe), so that
+                // contiguous accepts go out as one disposition range.
+                let mut batch = vec![first];
+                let mut deferred_end = false;
+                while batch.len() < RECV_BATCH {
+                    match receiver.recv::<Body<Value>>().now_or_never() {
+                        Some(Ok(d)) => batch.push(d),
+                        Some(Err(e)) => {
+                            tracing::debug!(%e, "producer link ended");
+                            deferred_end = true;
                             break;
                         }
-                        continue;
-                    }
-                };
-                if !presettled {
-                    if let Some(forced) = core.faults.forced_outcome() {
-                        let r = match forced {
-                            ForcedOutcome::Release => {
-                                inc(&target.stats.released);
-                                receiver.release(info).await
-                            }
-                            ForcedOutcome::Reject => {
-                                inc(&target.stats.rejected);
-                                receiver.reject(info, amqp_error("amqp:internal-error", "rejected by fault injection")).await
-                            }
-                        };
-                        if r.is_err() {
-                            break;
-                        }
-                        continue;
+                        None => break,
                     }
                 }
-                let (routed, _) = target.route(Stored::new(msg, format, presettled));
-                let r = match routed {
-                    Routed::Accepted => receiver.accept(info).await,
-                    Routed::NoRoute => {
-                        if presettled {
-                            inc(&target.stats.dropped);
-                        } else {
-                            inc(&target.stats.released);
+                let mut accepts = Vec::with_capacity(batch.len());
+                let mut failed = false;
+                for delivery in batch {
+                    match on_delivery(core, ctx, &receiver, node.as_ref(), presettled_link, (channel, handle), delivery).await {
+                        Ok(Action::Accept(info)) => accepts.push(info),
+                        Ok(Action::Wait(fut)) => pending.push(fut),
+                        Ok(Action::Done) => {}
+                        Err(e) => {
+                            tracing::debug!(%e, "disposition failed");
+                            failed = true;
+                            break;
                         }
-                        receiver.release(info).await
                     }
-                    Routed::Pending(rx) => {
-                        let n = target.clone();
-                        pending.push(Box::pin(async move { (info, n, rx.await.ok()) }));
-                        Ok(())
+                }
+                if !accepts.is_empty() {
+                    if let Err(e) = receiver.accept_all(accepts).await {
+                        tracing::debug!(%e, "disposition failed");
+                        failed = true;
                     }
-                };
-                if let Err(e) = r {
-                    tracing::debug!(%e, "disposition failed");
+                }
+                if failed || deferred_end {
                     break;
                 }
             }
@@ -1062,26 +1121,50 @@ async fn run_consumer(
     let mut close_error = None;
     let mut resume_at: Option<tokio::time::Instant> = None;
     'outer: loop {
+        // Fast path first: fault/shutdown checks, ready outcomes and a ready message
+        // without building a select (this loop runs once per delivery).
+        if let Ok(err) = close_rx.try_recv() {
+            close_error = Some(err);
+            break;
+        }
+        if core.shutdown.is_cancelled() {
+            break;
+        }
+        while let Some(Some((o, id))) = pending.next().now_or_never() {
+            settle_outcome(&node, o, inflight.remove(&id));
+        }
+        let ready = if resume_at.is_none() {
+            match &source {
+                Source2::Queue(me) => node.try_next_from_queue(me),
+                Source2::Backlog(b) => b.try_pop(),
+            }
+        } else {
+            None
+        };
         // 1. the next message
-        let item = tokio::select! {
-            biased;
-            err = close_rx.recv() => { close_error = err; break }
-            _ = core.shutdown.cancelled() => break,
-            Some((o, id)) = pending.next(), if !pending.is_empty() => {
-                settle_outcome(&node, o, inflight.remove(&id));
-                continue;
-            }
-            _ = sender.on_detach() => break,
-            _ = async { if let Some(t) = resume_at { tokio::time::sleep_until(t).await } }, if resume_at.is_some() => {
-                resume_at = None;
-                continue;
-            }
-            item = async {
-                match &source {
-                    Source2::Queue(me) => node.next_from_queue(me).await,
-                    Source2::Backlog(b) => b.next().await,
+        let item = if let Some(item) = ready {
+            item
+        } else {
+            tokio::select! {
+                biased;
+                err = close_rx.recv() => { close_error = err; break }
+                _ = core.shutdown.cancelled() => break,
+                Some((o, id)) = pending.next(), if !pending.is_empty() => {
+                    settle_outcome(&node, o, inflight.remove(&id));
+                    continue;
                 }
-            }, if resume_at.is_none() => item,
+                _ = sender.on_detach() => break,
+                _ = async { if let Some(t) = resume_at { tokio::time::sleep_until(t).await } }, if resume_at.is_some() => {
+                    resume_at = None;
+                    continue;
+                }
+                item = async {
+                    match &source {
+                        Source2::Queue(me) => node.next_from_queue(me).await,
+                        Source2::Backlog(b) => b.next().await,
+                    }
+                }, if resume_at.is_none() => item,
+            }
         };
         let mut item = item;
         if item.is_expired(Instant::now()) {
@@ -1103,25 +1186,30 @@ async fn run_consumer(
         let step = {
             let fut = sender.send_batchable_ref(&sendable);
             tokio::pin!(fut);
-            loop {
-                let stranded_check = async {
-                    if node.kind == NodeKind::Queue {
-                        tokio::time::sleep_until(started + STRANDED_AFTER).await;
-                        if node.has_waiters() {
-                            return;
+            let first = futures::poll!(&mut fut);
+            if let std::task::Poll::Ready(r) = first {
+                SendStep::Sent(r)
+            } else {
+                loop {
+                    let stranded_check = async {
+                        if node.kind == NodeKind::Queue {
+                            tokio::time::sleep_until(started + STRANDED_AFTER).await;
+                            if node.has_waiters() {
+                                return;
+                            }
                         }
+                        std::future::pending::<()>().await
+                    };
+                    tokio::select! {
+                        biased;
+                        err = close_rx.recv() => break SendStep::Close(err),
+                        _ = core.shutdown.cancelled() => break SendStep::Stop,
+                        Some((o, id)) = pending.next(), if !pending.is_empty() => {
+                            settle_outcome(&node, o, inflight.remove(&id));
+                        }
+                        r = &mut fut => break SendStep::Sent(r),
+                        _ = stranded_check => break SendStep::Stranded,
                     }
-                    std::future::pending::<()>().await
-                };
-                tokio::select! {
-                    biased;
-                    err = close_rx.recv() => break SendStep::Close(err),
-                    _ = core.shutdown.cancelled() => break SendStep::Stop,
-                    Some((o, id)) = pending.next(), if !pending.is_empty() => {
-                        settle_outcome(&node, o, inflight.remove(&id));
-                    }
-                    r = &mut fut => break SendStep::Sent(r),
-                    _ = stranded_check => break SendStep::Stranded,
                 }
             }
         };

@@ -159,7 +159,7 @@ impl Backlog {
         Some(dropped)
     }
 
-    fn try_pop(&self) -> Option<Stored> {
+    pub(crate) fn try_pop(&self) -> Option<Stored> {
         lock(&self.items).pop_front()
     }
 
@@ -313,6 +313,23 @@ impl Node {
     /// Queue: whether a consumer is idle, waiting for a message.
     pub(crate) fn has_waiters(&self) -> bool {
         lock(&self.state).waiters.iter().any(|w| !w.is_closed())
+    }
+
+    /// Queue: the next message if one is ready now (no waiting, no registration).
+    pub(crate) fn try_next_from_queue(&self, me: &Arc<Backlog>) -> Option<Stored> {
+        if let Some(s) = me.try_pop() {
+            return Some(s);
+        }
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        while let Some(s) = st.queue.pop_front() {
+            if s.is_expired(now) {
+                inc(&self.stats.expired);
+                continue;
+            }
+            return Some(s);
+        }
+        None
     }
 
     /// Queue: waits for the next message for this consumer (round robin among idle

@@ -94,11 +94,30 @@ async fn drop_connections_is_abrupt_and_counted() {
     let broker = start(Flavour::Qpidd).await;
     let mut c = connect(&broker).await;
     let mut r = c.receiver("exclusive.dropme").await;
+    let reply = c.dynamic_receiver().await;
+    let temp = reply
+        .source()
+        .as_ref()
+        .and_then(|s| s.address.clone())
+        .expect("dynamic address");
+    assert!(broker.counters().nodes.contains_key(&temp));
     broker.faults().drop_connections();
     let err = within("recv", r.recv::<Value>()).await;
     assert!(err.is_err(), "recv must fail once the socket is gone");
     within("connection closed", async {
         while broker.counters().connections.iter().any(|c| c.open) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // No leak: the temporary node went away with its connection, and the queue lost
+    // its consumer.
+    within("cleanup", async {
+        loop {
+            let c = broker.counters();
+            if !c.nodes.contains_key(&temp) && c.nodes["exclusive.dropme"].consumers == 0 {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
