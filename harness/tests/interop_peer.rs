@@ -47,11 +47,9 @@ fn obj(v: Value) -> Map<String, Value> {
 /// Interop failures that are known driver bugs found by these tests: (pattern, direction, why). They are
 /// reported as `known-fail` in the matrix and tolerated unless `AMQP1_RIG_STRICT_INTEROP=1`; a listed check
 /// that passes fails the test so that the list stays true.
-const KNOWN_FAILURES: &[(&str, &str, &str)] = &[(
-    "call monitor",
-    "python→rust",
-    "the Rust RpcServer sends no call-monitor heartbeats",
-)];
+const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
+    // Fixed in the driver (d9d4977): ("call monitor", "python→rust", "the Rust RpcServer sent no heartbeats").
+];
 
 /// One row of the interop matrix.
 #[derive(Debug)]
@@ -67,7 +65,7 @@ struct Ctx {
     url: String,
     peer: PythonPeer,
     /// (server, method) of every Rust endpoint invocation.
-    rust_calls: Mutex<mpsc::UnboundedReceiver<(String, String)>>,
+    rust_calls: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, String)>>,
     rust_calls_tx: mpsc::UnboundedSender<(String, String)>,
     counts: Arc<Mutex<HashMap<(String, String), usize>>>,
     rows: Mutex<Vec<Row>>,
@@ -173,30 +171,18 @@ impl Ctx {
             .iter()
             .map(|(s, m)| (s.to_string(), m.to_string()))
             .collect();
-        let mut rx = self.rust_calls.lock().map_err(|_| "poisoned".to_string())?;
-        // The receiver is only used from one check at a time; a std Mutex guard across await is avoided by
-        // swapping the receiver out.
-        let (_tx, placeholder) = mpsc::unbounded_channel();
-        let mut own = std::mem::replace(&mut *rx, placeholder);
-        drop(rx);
-        let result = async {
-            while !missing.is_empty() {
-                match timeout(WAIT, own.recv()).await {
-                    Ok(Some(got)) => {
-                        if let Some(i) = missing.iter().position(|m| *m == got) {
-                            missing.remove(i);
-                        }
+        let mut rx = self.rust_calls.lock().await;
+        while !missing.is_empty() {
+            match timeout(WAIT, rx.recv()).await {
+                Ok(Some(got)) => {
+                    if let Some(i) = missing.iter().position(|m| *m == got) {
+                        missing.remove(i);
                     }
-                    _ => return Err(format!("rust endpoints never got {missing:?}")),
                 }
+                _ => return Err(format!("rust endpoints never got {missing:?}")),
             }
-            Ok(())
         }
-        .await;
-        if let Ok(mut rx) = self.rust_calls.lock() {
-            *rx = own;
-        }
-        result
+        Ok(())
     }
 
     async fn py(&self, op: &str, fields: Value) -> Result<Map<String, Value>, String> {
@@ -326,7 +312,7 @@ async fn run_matrix(flavour: Flavour) {
         flavour,
         url,
         peer,
-        rust_calls: Mutex::new(rx),
+        rust_calls: tokio::sync::Mutex::new(rx),
         rust_calls_tx: tx,
         counts: Arc::new(Mutex::new(HashMap::new())),
         rows: Mutex::new(Vec::new()),
@@ -694,7 +680,7 @@ async fn run_matrix(flavour: Flavour) {
         if kind != "timeout" {
             return Err(format!("want timeout, got {kind} {class}"));
         }
-        Ok(format!("{class}"))
+        Ok(class.to_string())
     })
     .await;
 
