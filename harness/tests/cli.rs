@@ -140,3 +140,93 @@ fn invalid_fixtures() {
     });
     assert!(n >= 20, "only {n} invalid fixtures");
 }
+
+/// `--junit` and `--json` on a scenario with an expected failure: the reports show it apart from real
+/// failures, and the run passes.
+#[test]
+fn junit_and_json_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junit = dir.path().join("r.xml");
+    let json = dir.path().join("r.json");
+    let out = harness(
+        &[
+            "run",
+            "scenarios/compat/rabbitmq-dynamic-reply.yaml",
+            "--junit",
+            junit.to_str().expect("utf-8 path"),
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ],
+        workspace(),
+    );
+    assert!(out.starts_with("exit code: 0"), "{out}");
+    assert!(out.contains("1 expected failure"), "{out}");
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(
+        xml.contains("<testsuite name=\"rabbitmq-dynamic-reply\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<system-out>expected failure: step 2 call"),
+        "{xml}"
+    );
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid json");
+    assert_eq!(doc["exit_code"], 0);
+    let steps = &doc["scenarios"][0]["groups"][0]["steps"];
+    assert_eq!(steps[0]["status"], "expected_failure", "{doc:#}");
+}
+
+/// `harness broker serve` prints its URL; `harness run --url` uses that broker instead of starting one.
+#[test]
+fn run_against_a_served_broker_with_url() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "broker",
+            "serve",
+            "--flavour",
+            "qpidd",
+            "--port",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("broker serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let result = url.map(|url| {
+        let url = url.trim().to_string();
+        (
+            url.clone(),
+            harness(
+                &[
+                    "run",
+                    "scenarios/devstack-nova.yaml",
+                    "--url",
+                    &url,
+                    "--no-snapshot",
+                ],
+                workspace(),
+            ),
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (url, out) = result.expect("broker serve printed its URL within 20 s");
+    assert_eq!(url, format!("amqp://127.0.0.1:{port}"));
+    assert!(out.starts_with("exit code: 0"), "{out}");
+    assert!(out.contains("(url)"), "{out}");
+}
