@@ -230,3 +230,34 @@ fn run_against_a_served_broker_with_url() {
     assert!(out.starts_with("exit code: 0"), "{out}");
     assert!(out.contains("(url)"), "{out}");
 }
+
+/// Variables come from the file, `HARNESS_VAR_<NAME>` and `--var` (which wins); a defined variable makes
+/// the undefined-variable fixture valid.
+#[test]
+fn variables_from_cli_and_environment() {
+    let fixture = "tests/fixtures/invalid/undefined-variable.yaml";
+    let out = harness(
+        &[
+            "run",
+            fixture,
+            "--no-snapshot",
+            "--var",
+            "topc=compute",
+            "-v",
+        ],
+        harness_dir(),
+    );
+    assert!(out.starts_with("exit code: 0"), "{out}");
+    assert!(out.contains("cast compute ping {} -> ok"), "{out}");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", fixture, "--no-snapshot", "-v"])
+        .current_dir(harness_dir())
+        .env("HARNESS_VAR_TOPC", "from-env")
+        .output()
+        .expect("harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("cast from-env ping {} -> ok"), "{stdout}");
+    let out = harness(&["run", fixture, "--var", "bad-assignment"], harness_dir());
+    assert!(out.starts_with("exit code: 2"), "{out}");
+}
