@@ -60,6 +60,21 @@ const NOTIFY_PREFIX: &str = "openstack.org/om/notify";
 /// Process groups of every broker (and private epmd) currently running, for [`kill_all`].
 static LIVE_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
+/// Private directories of live nodes, removed by [`kill_all`] (an interrupted run exits without `Drop`).
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn register_dir(dir: &Path) {
+    if let Ok(mut d) = LIVE_DIRS.lock() {
+        d.push(dir.to_path_buf());
+    }
+}
+
+fn unregister_dir(dir: &Path) {
+    if let Ok(mut d) = LIVE_DIRS.lock() {
+        d.retain(|p| p != dir);
+    }
+}
+
 fn register_group(pgid: i32) {
     if let Ok(mut g) = LIVE_GROUPS.lock() {
         g.push(pgid);
@@ -85,20 +100,33 @@ fn signal_group(pgid: i32, sig: i32) -> bool {
 
 /// SIGKILLs every broker process group this process started and has not reaped yet.
 ///
-/// Synchronous and safe to call from a Ctrl-C handler task; brokers stopped this way leave their
-/// temporary directories behind (the owning nodes remove them when they are dropped).
+/// Synchronous (it waits 200 ms for the killed brokers to let go of their files, then removes their
+/// private directories unless `HARNESS_KEEP_BROKER_DIRS` is set) and meant for a Ctrl-C handler task
+/// that exits the process right after. Returns the number of process groups signalled.
 pub fn kill_all() -> usize {
     let groups: Vec<i32> = match LIVE_GROUPS.lock() {
         Ok(g) => g.clone(),
         Err(p) => p.into_inner().clone(),
     };
-    groups
+    let killed = groups
         .iter()
         .filter(|pgid| {
             signal_group(**pgid, libc::SIGCONT);
             signal_group(**pgid, libc::SIGKILL)
         })
-        .count()
+        .count();
+    let dirs: Vec<PathBuf> = match LIVE_DIRS.lock() {
+        Ok(mut d) => std::mem::take(&mut *d),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    if !dirs.is_empty() && std::env::var_os("HARNESS_KEEP_BROKER_DIRS").is_none() {
+        // Let the killed brokers close their files, then remove their directories (best effort).
+        std::thread::sleep(Duration::from_millis(200));
+        for d in dirs {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+    killed
 }
 
 /// Number of broker process groups currently alive (started and not reaped).
@@ -813,6 +841,7 @@ impl ProcessNode {
             notes: Mutex::new(Vec::new()),
             dir: Mutex::new(Some(dir)),
         };
+        register_dir(&node.layout.dir);
         if matches!(kind, BrokerKind::Qpidd | BrokerKind::Qdrouterd) && !node.users.is_empty() {
             node.create_sasl_db().await?;
         }
@@ -1334,6 +1363,7 @@ impl Drop for ProcessNode {
             Ok(mut d) => d.take(),
             Err(p) => p.into_inner().take(),
         };
+        unregister_dir(&self.layout.dir);
         if let Some(dir) = dir {
             if std::env::var_os("HARNESS_KEEP_BROKER_DIRS").is_some() {
                 let kept = dir.keep();
