@@ -402,6 +402,9 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
             return RunResult { report };
         }
     };
+    for note in env.notes() {
+        transcript.header(note.clone());
+    }
     let mut ctx = Ctx {
         spec_label: spec.label(),
         kind: spec.kind.to_string(),

@@ -98,6 +98,7 @@ pub struct Env {
     events: Arc<Mutex<BTreeSet<(String, String)>>>,
     event_tasks: Vec<JoinHandle<()>>,
     peer: Option<python::Peer>,
+    notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Env {
@@ -271,6 +272,7 @@ impl Env {
             services: Vec::new(),
             events,
             peer: None,
+            notes: Vec::new(),
         };
         for svc in &loaded.scenario.services {
             if svc.kind == ServiceKind::PythonOslo {
@@ -284,12 +286,25 @@ impl Env {
                 }
                 continue;
             }
-            match env
+            let started = env
                 .start_service(loaded, svc, templates, shared.clone())
-                .await
-            {
-                Ok(rt) => env.services.push((svc.name.clone(), rt)),
-                Err(e) => {
+                .await;
+            match (started, &svc.expect_start_error) {
+                (Err(e), Some(kind)) if e.contains(&format!("[{kind}]")) => {
+                    env.notes.push(format!(
+                        "  {}: did not start, as expected: {kind}",
+                        svc.name
+                    ));
+                }
+                (Ok(_), Some(kind)) => {
+                    env.shutdown_quiet().await;
+                    return Err(format!(
+                        "service '{}' started, but was expected to fail with {kind}",
+                        svc.name
+                    ));
+                }
+                (Ok(rt), None) => env.services.push((svc.name.clone(), rt)),
+                (Err(e), _) => {
                     env.shutdown_quiet().await;
                     return Err(format!("service '{}': {e}", svc.name));
                 }
@@ -348,7 +363,7 @@ impl Env {
             }
             let server = RpcServer::start(&transport, to_target(&r.target, false), dispatcher)
                 .await
-                .map_err(|e| format!("RPC server did not start: {e}"))?;
+                .map_err(|e| format!("RPC server did not start: [{}] {e}", e.kind().as_str()))?;
             return Ok(ServiceRt::Rpc { transport, server });
         }
         if let Some(l) = &svc.listener {
@@ -361,7 +376,12 @@ impl Env {
             let mut listener =
                 NotificationListener::start(&transport, targets, prios, l.pool.clone())
                     .await
-                    .map_err(|e| format!("notification listener did not start: {e}"))?;
+                    .map_err(|e| {
+                        format!(
+                            "notification listener did not start: [{}] {e}",
+                            e.kind().as_str()
+                        )
+                    })?;
             let stop = CancellationToken::new();
             let stop2 = stop.clone();
             let name = rec.clone();
@@ -450,6 +470,11 @@ impl Env {
     fn event_tasks_push(&self, t: &Transport, name: String) {
         // Tasks end when the transport closes; they are not joined.
         drop(watch_events(name, t, self.events.clone()));
+    }
+
+    /// Transcript lines about service start-up (services that failed to start as expected).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Makes `n` calls, `conc` at a time.

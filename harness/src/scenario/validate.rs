@@ -241,6 +241,20 @@ pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
             ),
             _ => {}
         }
+        if let Some(k) = &svc.expect_start_error {
+            v.one_of(
+                &format!("{p}.expect_start_error"),
+                "start error kind",
+                k,
+                &[
+                    "timed_out",
+                    "refused",
+                    "invalid_target",
+                    "disconnected",
+                    "closed",
+                ],
+            );
+        }
         if let Some(r) = &svc.rpc_server {
             v.target(&format!("{p}.rpc_server.target"), &r.target);
             if r.endpoints.is_empty() {
