@@ -32,6 +32,8 @@ impl Terminal {
     /// A scenario with `steps` steps starts.
     pub fn scenario_started(&self, file: &str, broker: &str, steps: usize) {
         if !self.tty {
+            // Plain progress for logs: one line when a scenario starts, its result when it ends.
+            eprintln!("running {file} on {broker} ({steps} steps)");
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());

@@ -302,7 +302,13 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
         (None, b) => format!("{b} {}", spec.label()),
     };
     report.broker = label;
-    term.scenario_started(&file, &report.broker, loaded.scenario.steps.len());
+    let counted = loaded
+        .scenario
+        .steps
+        .iter()
+        .filter(|s| !matches!(s, Step::Group(_)))
+        .count();
+    term.scenario_started(&file, &report.broker, counted);
 
     // Broker.
     let handle = if opts.url.is_some() {
@@ -439,14 +445,6 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
                 group.name = name.clone();
             }
             ctx.transcript.step(format!("{index} group {name}"));
-            term.step_finished(&StepReport {
-                index,
-                keyword: "group".into(),
-                line,
-                status: StepStatus::Passed,
-                message: None,
-                duration_ms: 0,
-            });
             continue;
         }
         let t0 = Instant::now();
