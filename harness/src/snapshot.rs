@@ -201,6 +201,14 @@ mod tests {
             Check::Written(_)
         ));
         assert_eq!(check(&file, "line 1", false).expect("io"), Check::Matches);
+        // insta itself (and so `cargo insta review`) reads what we write.
+        let parsed =
+            insta::Snapshot::from_file(&snapshot_path(&file)).expect("insta parses our .snap");
+        assert_eq!(parsed.metadata().input_file(), Some("scenarios/a.yaml"));
+        match parsed.contents() {
+            insta::internals::SnapshotContents::Text(t) => assert_eq!(t.to_string(), "line 1"),
+            other => panic!("unexpected snapshot contents {other:?}"),
+        }
         match check(&file, "line 2\n", false).expect("io") {
             Check::Mismatch { diff, .. } => assert_eq!(diff, "@@\n-line 1\n+line 2\n"),
             other => panic!("unexpected {other:?}"),
