@@ -292,6 +292,23 @@ pub fn serde_diagnostic(e: &serde_yaml::Error, source: &str, locator: &Locator) 
             format!("`{given}:` is required here"),
         );
     }
+    if msg.starts_with("invalid type: unit variant") {
+        span.len = token_len(source, span.line, span.col);
+        let word: String = source
+            .lines()
+            .nth(span.line.saturating_sub(1))
+            .unwrap_or("")
+            .chars()
+            .skip(span.col.saturating_sub(1))
+            .take(span.len)
+            .collect();
+        return Diagnostic::new(
+            format!("step '{word}' has no value{in_}"),
+            span,
+            "expected `- step: value`",
+        )
+        .with_help(Some(format!("write it as a mapping, e.g. `- {word}: ...`")));
+    }
     if msg.starts_with("invalid type")
         || msg.starts_with("invalid value")
         || msg.starts_with("invalid length")
@@ -310,6 +327,20 @@ pub fn serde_diagnostic(e: &serde_yaml::Error, source: &str, locator: &Locator) 
         return Diagnostic::new(format!("{what}{in_}"), span, expected);
     }
     // Syntax errors and anything else: keep serde_yaml's wording.
+    let line_text = source
+        .lines()
+        .nth(span.line.saturating_sub(1))
+        .unwrap_or("");
+    if line_text.contains('\t') && msg.contains("cannot start any token") {
+        return Diagnostic::new(
+            format!("YAML syntax error: {msg}"),
+            Span { len: 1, ..span },
+            "tab character",
+        )
+        .with_help(Some(
+            "YAML does not allow tabs for indentation; use spaces".into(),
+        ));
+    }
     span.len = 1;
     Diagnostic::new(format!("YAML syntax error: {msg}"), span, "here")
 }
