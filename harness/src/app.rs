@@ -31,6 +31,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Render(args) => render(args, &templates),
         Command::Broker { command } => rt.block_on(broker_cmd(command)),
         Command::Peer { command } => rt.block_on(peer_cmd(command)),
+        Command::Bench(args) => rt.block_on(crate::bench::run(args)),
         Command::Matrix { file } => {
             let opts = crate::matrix::MatrixOptions {
                 out_dir: None,

@@ -53,6 +53,8 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Measure driver latency and throughput against the Python baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `harness run` arguments.

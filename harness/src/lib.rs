@@ -23,6 +23,7 @@ macro_rules! out {
 
 pub mod app;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod exit_code;
 pub mod matrix;
