@@ -157,8 +157,16 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
             templates_dir: templates.to_path_buf(),
         };
         let mut result = runner::run(&loaded, &opts, &term).await;
+        // Never accept the transcript of a run whose steps failed: show the diff instead.
+        let failed = result.report.failures().next().is_some();
+        if args.update && failed {
+            eprintln!(
+                "not updating the snapshot of {}: steps failed",
+                file.display()
+            );
+        }
         if result.report.error.is_none() && !args.no_snapshot {
-            match snapshot::check(file, &result.report.transcript, args.update) {
+            match snapshot::check(file, &result.report.transcript, args.update && !failed) {
                 Ok(snapshot::Check::Matches) => result.report.snapshot = SnapshotStatus::Matches,
                 Ok(snapshot::Check::Written(_)) => result.report.snapshot = SnapshotStatus::Updated,
                 Ok(snapshot::Check::Mismatch {
@@ -300,8 +308,20 @@ fn brokers() -> i32 {
 }
 
 fn render(args: RenderArgs, templates: &Path) -> i32 {
+    let broker = match args.broker.as_deref().map(parse_broker_arg).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: --broker: {e}");
+            return exit_code::USAGE;
+        }
+    };
     let what = match args.what {
         None => {
+            if let Some((kind, flavour)) = broker {
+                let mut spec = backend::BrokerSpec::new(kind, templates);
+                spec.flavour = flavour;
+                return render_broker(&spec);
+            }
             return match crate::templates::list(templates) {
                 Ok(names) => {
                     for n in names {
@@ -313,7 +333,7 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
                     eprintln!("error: {e}");
                     exit_code::INTERNAL
                 }
-            }
+            };
         }
         Some(w) => w,
     };
@@ -329,6 +349,18 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
                 return exit_code::SCENARIO_INVALID;
             }
         };
+        let opts = RunOptions {
+            backend: None,
+            broker: broker.clone(),
+            url: None,
+            templates_dir: templates.to_path_buf(),
+        };
+        let mut code = exit_code::OK;
+        if let Ok((_, spec)) = runner::resolve_spec(&loaded, &opts) {
+            if spec.kind != BrokerKind::Embedded {
+                code = render_broker(&spec);
+            }
+        }
         let mut any = false;
         for svc in &loaded.scenario.services {
             let Some(cfg) = &svc.config else { continue };
@@ -341,7 +373,7 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
                 "amqp://127.0.0.1:5672/",
             ) {
                 Ok(text) => outln!(
-                    "# service {} ({})\n{}",
+                    "==> service {} ({}) <==\n{}",
                     svc.name,
                     cfg.template,
                     text.trim_end()
@@ -353,9 +385,9 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
             }
         }
         if !any {
-            eprintln!("{}: no service has a `config:` template", what);
+            eprintln!("{what}: no service has a `config:` template");
         }
-        return exit_code::OK;
+        return code;
     }
     let mut ctx = tera::Context::new();
     for (k, v) in &args.vars {
@@ -369,6 +401,24 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             exit_code::USAGE
+        }
+    }
+}
+
+/// Prints the broker configuration files the process backend would write for `spec` (passwords hidden).
+fn render_broker(spec: &backend::BrokerSpec) -> i32 {
+    if spec.kind == BrokerKind::Embedded {
+        eprintln!("the embedded broker has no configuration files; try --broker qpidd, qdrouterd or rabbitmq");
+        return exit_code::OK;
+    }
+    match backend::process::render_preview(spec) {
+        Ok(files) => {
+            out!("{}", backend::process::format_rendered(&files));
+            exit_code::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code::BROKER_SETUP
         }
     }
 }

@@ -101,6 +101,10 @@ pub struct RenderArgs {
     /// Template variable (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
     pub vars: Vec<(String, String)>,
+    /// Show the broker configuration files for KIND[:FLAVOUR] (qpidd, qdrouterd, rabbitmq), for the
+    /// scenario's broker section when a scenario is given.
+    #[arg(long, value_name = "KIND[:FLAVOUR]")]
+    pub broker: Option<String>,
 }
 
 /// `harness broker ...`.
