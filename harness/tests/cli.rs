@@ -30,8 +30,8 @@ fn workspace() -> &'static Path {
     harness_dir().parent().expect("workspace root")
 }
 
-/// `harness --help` names every subcommand and documents the exit codes. (Asserted rather than snapshotted:
-/// other subcommands may be added; `run --help` is snapshotted below.)
+/// `harness --help` names every subcommand and documents the exit codes (asserted, and snapshotted for
+/// review).
 #[test]
 fn help() {
     let out = harness(&["--help"], workspace());
@@ -57,6 +57,7 @@ fn help() {
     ] {
         assert!(out.contains(line), "{line:?} missing: {out}");
     }
+    insta::assert_snapshot!(out);
 }
 
 #[test]
