@@ -371,6 +371,7 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
                 cfg,
                 templates,
                 "amqp://127.0.0.1:5672/",
+                &Default::default(),
             ) {
                 Ok(text) => outln!(
                     "==> service {} ({}) <==\n{}",

@@ -222,6 +222,10 @@ impl BrokerNode for EmbeddedNode {
         String::new()
     }
 
+    fn ca_pem(&self) -> Option<String> {
+        self.config.tls.as_ref().map(|t| t.cert_pem.clone())
+    }
+
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             if let Some(b) = self.take() {

@@ -331,6 +331,10 @@ pub trait BrokerNode: Send + Sync {
     fn logs(&self) -> String;
     /// Orderly shutdown. Idempotent; must not fail.
     fn stop(&self) -> BoxFuture<'_, ()>;
+    /// PEM of the CA clients must trust when the node serves TLS with a certificate the backend made.
+    fn ca_pem(&self) -> Option<String> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn BrokerNode {

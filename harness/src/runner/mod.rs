@@ -122,6 +122,7 @@ pub fn render_service_config(
     cfg: &ServiceConfig,
     templates: &Path,
     transport_url: &str,
+    extra: &BTreeMap<String, String>,
 ) -> Result<String, crate::templates::TemplateError> {
     let mut ctx = tera::Context::new();
     for (k, v) in &loaded.vars {
@@ -140,11 +141,12 @@ pub fn render_service_config(
             &parse_duration(t).map(|d| d.as_secs().max(1)).unwrap_or(60),
         );
     }
-    let opts: BTreeMap<String, String> = d
+    let mut opts: BTreeMap<String, String> = d
         .options
         .iter()
         .map(|(k, v)| (k.clone(), json_scalar(v)))
         .collect();
+    opts.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     ctx.insert("amqp_options", &opts);
     if let Some(a) = &loaded.scenario.broker.addressing {
         ctx.insert("addressing_mode", a);
@@ -164,7 +166,13 @@ fn json_scalar(v: &Json) -> String {
 }
 
 /// The INI text for clients and services without a `config:` template.
-pub fn base_ini(loaded: &Loaded, transport_url: &str, reply_mode: Option<&str>) -> String {
+/// `extra` are options the harness adds (e.g. `ssl_ca_file` for a TLS broker it started).
+pub fn base_ini(
+    loaded: &Loaded,
+    transport_url: &str,
+    reply_mode: Option<&str>,
+    extra: &BTreeMap<String, String>,
+) -> String {
     let d = &loaded.scenario.driver;
     let mut s = String::from("[DEFAULT]\n");
     s.push_str(&format!("transport_url = {transport_url}\n"));
@@ -190,6 +198,7 @@ pub fn base_ini(loaded: &Loaded, transport_url: &str, reply_mode: Option<&str>) 
     for (k, v) in &d.options {
         opts.insert(k.clone(), json_scalar(v));
     }
+    opts.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(m) = reply_mode {
         opts.insert("reply_mode".into(), m.to_string());
     }
@@ -337,11 +346,42 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
     };
     let url = match (&opts.url, &handle) {
         (Some(u), _) => u.clone(),
-        (None, Some(h)) => h.transport_url(),
+        // oslo transport URLs are amqp://; TLS is switched on by the ssl options below.
+        (None, Some(h)) => h.transport_url().replacen("amqps://", "amqp://", 1),
         (None, None) => String::new(),
     };
 
     let shared = Arc::new(Mutex::new(Shared::default()));
+    // A TLS broker started here has a generated certificate: clients trust it through ssl_ca_file.
+    let mut _ca_file = None;
+    if spec.tls && opts.url.is_none() {
+        if let Some(pem) = handle
+            .as_ref()
+            .and_then(|h| h.nodes.first())
+            .and_then(|n| n.ca_pem())
+        {
+            match tempfile::NamedTempFile::new()
+                .and_then(|f| std::fs::write(f.path(), pem).map(|()| f))
+            {
+                Ok(f) => {
+                    if let Ok(mut sh) = shared.lock() {
+                        sh.extra_options.insert("ssl".into(), "true".into());
+                        sh.extra_options
+                            .insert("ssl_ca_file".into(), f.path().display().to_string());
+                    }
+                    _ca_file = Some(f);
+                }
+                Err(e) => {
+                    report.error = Some(format!("cannot write the broker's CA certificate: {e}"));
+                    report.exit_code = exit_code::INTERNAL;
+                    if let Some(h) = handle {
+                        h.stop().await;
+                    }
+                    return RunResult { report };
+                }
+            }
+        }
+    }
     let mut transcript = Transcript::default();
     transcript.header(format!("scenario: {}", loaded.name));
     if let Some(d) = &loaded.scenario.description {

@@ -35,6 +35,8 @@ pub struct Shared {
     pub deliveries: BTreeMap<String, Vec<Delivery>>,
     /// Stateful behaviours' state per service and method group.
     pub state: BTreeMap<String, Json>,
+    /// `[oslo_messaging_amqp]` options the harness adds for every client and service.
+    pub extra_options: BTreeMap<String, String>,
 }
 
 fn record(shared: &Mutex<Shared>, service: &str, key: String, line: String) {
@@ -262,7 +264,11 @@ impl Env {
         shared: Arc<Mutex<Shared>>,
     ) -> Result<Env, String> {
         let events = Arc::new(Mutex::new(BTreeSet::new()));
-        let ini = super::base_ini(loaded, url, None);
+        let extra = shared
+            .lock()
+            .map(|s| s.extra_options.clone())
+            .unwrap_or_default();
+        let ini = super::base_ini(loaded, url, None, &extra);
         let client = connect(&ini, "harness-client.conf").await?;
         let mut env = Env {
             event_tasks: vec![watch_events("client".into(), &client, events.clone())],
@@ -324,10 +330,14 @@ impl Env {
             Some(v) => with_vhost(&self.url, v),
             None => self.url.clone(),
         };
+        let extra = shared
+            .lock()
+            .map(|s| s.extra_options.clone())
+            .unwrap_or_default();
         let ini = match &svc.config {
-            Some(cfg) => super::render_service_config(loaded, svc, cfg, templates, &url)
+            Some(cfg) => super::render_service_config(loaded, svc, cfg, templates, &url, &extra)
                 .map_err(|e| e.to_string())?,
-            None => super::base_ini(loaded, &url, None),
+            None => super::base_ini(loaded, &url, None, &extra),
         };
         let origin = format!("{}.conf", svc.name);
         let transport = connect(&ini, &origin).await?;
