@@ -208,6 +208,18 @@ impl BrokerConfig {
         self
     }
 
+    /// Parses a `--user NAME:PASSWORD` specification (the password may contain `:`).
+    pub fn parse_user(spec: &str) -> Result<(String, String), BrokerError> {
+        match spec.split_once(':') {
+            Some((name, password)) if !name.is_empty() => {
+                Ok((name.to_string(), password.to_string()))
+            }
+            _ => Err(BrokerError::Config(
+                "user must be given as NAME:PASSWORD with a non-empty NAME".to_string(),
+            )),
+        }
+    }
+
     /// Enables TLS.
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
@@ -225,6 +237,14 @@ mod tests {
             assert_eq!(f.to_string().parse::<Flavour>(), Ok(f));
         }
         assert!("activemq".parse::<Flavour>().is_err());
+    }
+
+    #[test]
+    fn parses_user_specs() {
+        let (u, p) = BrokerConfig::parse_user("guest:pa:ss").expect("valid");
+        assert_eq!((u.as_str(), p.as_str()), ("guest", "pa:ss"));
+        assert!(BrokerConfig::parse_user("nopassword").is_err());
+        assert!(BrokerConfig::parse_user(":x").is_err());
     }
 
     #[test]

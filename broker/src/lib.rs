@@ -4,6 +4,30 @@
 //! Dispatch Router (`router`) and RabbitMQ 3.x (`rabbitmq3`) on top of
 //! fe2o3-amqp's acceptor, over a real TCP listener on 127.0.0.1.
 //!
+//! # Flavours
+//!
+//! * `qpidd` (default): Open `product=qpid-cpp`, offers `ANONYMOUS-RELAY`. Nodes are created
+//!   on attach when the address matches a `queue_patterns` regex (queue: store and forward,
+//!   round robin between consumers, accepted on enqueue) or a `topic_patterns` regex (topic:
+//!   a pre-settled copy to every current subscriber). `amq.topic` and `amq.fanout` exist.
+//!   Anything else is refused with `amqp:not-found` "Node not found: ADDR" (attach with a null
+//!   terminus, then detach). Dynamic sources get a temporary queue named
+//!   `<connection-tag>_<link-name>`, deleted when the link goes.
+//! * `router`: Open `product=qpid-dispatch-router`. No store: addresses under
+//!   `openstack.org/om/{rpc,notify}/multicast`, `broadcast` and `multicast` copy to every
+//!   consumer; every other address goes to one consumer (balanced). No consumer: `released`.
+//!   Unsettled deliveries are settled end to end (the producer gets the consumer's outcome).
+//!   A consumer whose backlog reaches `router_drop_threshold` loses its queued pre-settled
+//!   deliveries (counted as `dropped`). Dynamic sources get `amqp:/_topo/0/<id>/temp.<rand>`.
+//! * `rabbitmq3`: Open `product=RabbitMQ`. `/queue/N`, `/amq/queue/N` and plain names are
+//!   queues; `/topic/K`, `/exchange/E/K` and `/exchange/amq.fanout` are topics (unsettled
+//!   copies). Dynamic sources, `openstack.org/om/...`, unknown `/...` addresses and
+//!   anonymous relay end the *session* with the error RabbitMQ 3.10 sends; the connection
+//!   survives.
+//!
+//! Every accepted socket has TCP_NODELAY. No idle timeout is advertised. The producer's
+//! pre-settled flag (not exposed by fe2o3's `Delivery`) is read from the transfer frames.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), broker::BrokerError> {
 //! let broker = broker::Broker::start(broker::BrokerConfig::default()).await?;
