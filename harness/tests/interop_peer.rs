@@ -51,6 +51,14 @@ const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
     // Fixed in the driver (d9d4977): ("call monitor", "python→rust", "the Rust RpcServer sent no heartbeats").
 ];
 
+/// Known driver races: reported (`known-fail` when they strike) but never failing the test either way, because
+/// whether they strike depends on timing. `AMQP1_RIG_STRICT_INTEROP=1` makes them count.
+const KNOWN_RACES: &[(&str, &str, &str)] = &[(
+    "cast then close",
+    "rust→python",
+    "RpcClient::cast returns Ok before the transfer is written, and Transport::close does not flush it",
+)];
+
 /// One row of the interop matrix.
 #[derive(Debug)]
 struct Row {
@@ -397,6 +405,28 @@ async fn run_matrix(flavour: Flavour) {
             })
             .await?;
         Ok(format!("pyA got {}", ev[0].raw["args"]))
+    })
+    .await;
+
+    c.check("cast then close", R2P, || async {
+        ready.then_some(()).ok_or("python servers not ready")?;
+        // A short-lived process: connect, cast (pre-settled), close. oslo counts a pre-settled cast as sent
+        // once it is written, so every one must reach the server.
+        for i in 0..5 {
+            let t = c.transport().await?;
+            RpcClient::new(&t, Target::topic("ix-r2p").with_server("pyB"))
+                .cast(Map::new(), "echo", obj(json!({"close": i})))
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = timeout(WAIT, t.close()).await;
+        }
+        let got = c
+            .py_events(5, |e| {
+                e.service.as_deref() == Some("pyB") && e.raw["args"].get("close").is_some()
+            })
+            .await
+            .map_err(|e| format!("{e} (casts followed at once by Transport::close)"))?;
+        Ok(format!("{} of 5 casts arrived", got.len()))
     })
     .await;
 
@@ -866,11 +896,11 @@ async fn run_matrix(flavour: Flavour) {
     broker.shutdown().await;
     let rows = rows.into_inner().unwrap_or_default();
     let strict = std::env::var_os("AMQP1_RIG_STRICT_INTEROP").is_some_and(|v| v != "0");
-    let known = |r: &Row| {
-        KNOWN_FAILURES
-            .iter()
+    let listed = |list: &[(&str, &str, &str)], r: &Row| {
+        list.iter()
             .any(|(p, d, _)| *p == r.pattern && *d == r.direction)
     };
+    let known = |r: &Row| listed(KNOWN_FAILURES, r) || listed(KNOWN_RACES, r);
     println!("\n| pattern | direction | flavour | result | detail |\n|---|---|---|---|---|");
     for r in &rows {
         println!(
@@ -892,7 +922,10 @@ async fn run_matrix(flavour: Flavour) {
         .iter()
         .filter(|r| !r.ok && (strict || !known(r)))
         .collect();
-    let fixed: Vec<_> = rows.iter().filter(|r| r.ok && known(r)).collect();
+    let fixed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.ok && listed(KNOWN_FAILURES, r))
+        .collect();
     assert!(
         fixed.is_empty() || strict,
         "known failures now pass, remove them from KNOWN_FAILURES: {fixed:#?}"
