@@ -1020,3 +1020,36 @@ async fn peer_reports_bad_requests_and_keeps_working() {
         .expect("exit status");
     assert!(status.success(), "{status:?}");
 }
+
+/// Dropping a `PythonPeer` without `stop()` still ends its process (kill_on_drop): no stray processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_peer_leaves_no_process() {
+    if !peer_available() {
+        return;
+    }
+    let peer = timeout(
+        Duration::from_secs(90),
+        PythonPeer::spawn(PeerOptions::default()),
+    )
+    .await
+    .expect("spawn within 90 s")
+    .expect("peer starts");
+    let pid = peer.pid().expect("the peer has a pid");
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists(), "peer process {pid} should be running");
+    drop(peer);
+    let gone = async {
+        loop {
+            let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+            // Gone, or a zombie that tokio's orphan reaper has not collected yet.
+            if state.is_empty() || state.contains(") Z ") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        timeout(WAIT, gone).await.is_ok(),
+        "peer process {pid} still running 20 s after drop"
+    );
+}
