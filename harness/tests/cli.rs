@@ -286,3 +286,29 @@ fn variables_from_cli_and_environment() {
     let out = harness(&["run", fixture, "--var", "bad-assignment"], harness_dir());
     assert!(out.starts_with("exit code: 2"), "{out}");
 }
+
+/// A broker that cannot be started exits 4; a broker URL nobody listens on exits 5.
+#[test]
+fn setup_failures_have_their_exit_codes() {
+    let out = harness(
+        &[
+            "run",
+            "scenarios/rpc.yaml",
+            "--backend",
+            "process",
+            "--broker",
+            "artemis",
+        ],
+        workspace(),
+    );
+    assert!(out.starts_with("exit code: 4"), "{out}");
+    assert!(out.contains("broker setup failed"), "{out}");
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("amqp://127.0.0.1:{port}");
+    let out = harness(&["run", "scenarios/rpc.yaml", "--url", &url], workspace());
+    assert!(out.starts_with("exit code: 5"), "{out}");
+    assert!(out.contains("connect failed"), "{out}");
+}
