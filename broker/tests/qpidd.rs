@@ -220,3 +220,33 @@ async fn windowed_unsettled_stream_loses_nothing() {
     p.close().await;
     broker.shutdown().await;
 }
+
+/// A consumer without credit does not strand a queued message: another consumer gets it.
+#[tokio::test]
+async fn consumer_without_credit_gives_messages_back() {
+    let broker = start(Flavour::Qpidd).await;
+    let mut c = connect(&broker).await;
+    let _idle = within(
+        "attach",
+        fe2o3_amqp::Receiver::builder()
+            .name("no-credit")
+            .source("unicast.strand")
+            .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Manual)
+            .attach(&mut c.session),
+    )
+    .await
+    .expect("attach");
+    let mut busy = c.receiver("unicast.strand").await;
+    let mut s = c.sender("unicast.strand").await;
+    for i in 0..4 {
+        within("send", s.send(format!("s{i}"))).await.expect("send");
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(recv_text(&mut busy).await);
+    }
+    got.sort();
+    assert_eq!(got, ["s0", "s1", "s2", "s3"]);
+    c.close().await;
+    broker.shutdown().await;
+}
