@@ -37,6 +37,8 @@ use crate::sniff::{SettledSet, Sniff};
 use crate::stream::{BrokerStream, StreamCtl};
 use crate::BrokerError;
 
+/// Connection records kept in the counters (closed ones are dropped first).
+const MAX_CONNECTION_RECORDS: usize = 10_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A queue consumer that holds a message without credit gives it back after this long
@@ -671,7 +673,16 @@ async fn serve_amqp<S>(
         }
     };
     let stats = Arc::new(ConnStats::new(id, peer.to_string()));
-    lock(&core.conns).push(stats.clone());
+    {
+        // Keep closed connections for transcripts, but not forever.
+        let mut conns = lock(&core.conns);
+        if conns.len() >= MAX_CONNECTION_RECORDS {
+            if let Some(i) = conns.iter().position(|c| !c.open.load(Ordering::Relaxed)) {
+                conns.remove(i);
+            }
+        }
+        conns.push(stats.clone());
+    }
     let ctx = Arc::new(ConnCtx {
         stats: stats.clone(),
         settled,
