@@ -6,6 +6,8 @@
 //! attaches the link and then serves it until told to stop or until the link
 //! dies; it reports back to the connection task through `Internal` events.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fe2o3_amqp::link::delivery::DeliveryInfo;
@@ -62,6 +64,12 @@ pub(crate) fn receiver_attach_condition(e: &ReceiverAttachError) -> Option<Condi
 }
 
 /// Serves one cached sender link (source == target == address).
+///
+/// Jobs are written in the order they were queued. A job's answer is sent
+/// once fe2o3's send has returned: for a pre-settled delivery that means the
+/// transfer frame is queued on the link's session, ahead of the detach and
+/// session End this task sends when its job channel closes (the transport's
+/// shutdown waits for that before it closes the connection).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn sender_task(
     mut session: SessionHandle<()>,
@@ -69,6 +77,7 @@ pub(crate) async fn sender_task(
     gen: u64,
     mut jobs: mpsc::Receiver<LinkJob>,
     internal: mpsc::UnboundedSender<Internal>,
+    closing: Arc<AtomicBool>,
     idle: Duration,
     attach_timeout: Duration,
 ) {
@@ -137,22 +146,34 @@ pub(crate) async fn sender_task(
                 }
             }
         };
-        let Some(job) = job else { break };
-        match sender.send_batchable(job.sendable).await {
+        let Some(LinkJob { sendable, done }) = job else {
+            break;
+        };
+        if done.is_closed() {
+            continue; // the caller gave up (timed out) before it was written
+        }
+        // Not raced against the caller giving up: once fe2o3 has taken the
+        // credit, abandoning the send would leave the delivery-count wrong.
+        match sender.send_batchable(sendable).await {
             Ok(fut) => {
-                let _ = job.done.send(Ok(SendOk(fut)));
+                let _ = done.send(Ok(SendOk(fut)));
             }
             Err(e) => {
                 tracing::debug!(%address, error = %e, "send failed; link is gone");
-                let _ = job.done.send(Err(SendFail::NotWritten(e.to_string())));
+                let lost = |reason: String| {
+                    if closing.load(Ordering::SeqCst) {
+                        SendFail::Closed
+                    } else {
+                        SendFail::NotWritten(reason)
+                    }
+                };
+                let _ = done.send(Err(lost(e.to_string())));
                 let _ = internal.send(Internal::SenderGone {
                     address: address.clone(),
                     gen,
                 });
                 while let Some(job) = jobs.recv().await {
-                    let _ = job
-                        .done
-                        .send(Err(SendFail::NotWritten("sender link lost".into())));
+                    let _ = job.done.send(Err(lost("sender link lost".into())));
                 }
                 return;
             }

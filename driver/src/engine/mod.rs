@@ -227,7 +227,23 @@ struct Conn {
     reply_stop: CancellationToken,
     senders: HashMap<String, SenderEntry>,
     sub_stops: HashMap<u64, CancellationToken>,
+    /// Every link task of this connection (senders, receivers, reply link);
+    /// [`Engine::shutdown`] waits for them so that queued transfers, detaches
+    /// and session ends go out before the connection's Close.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+impl Conn {
+    /// Keeps a link task's handle (and forgets the finished ones).
+    fn track(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.tasks.retain(|t| !t.is_finished());
+        self.tasks.push(task);
+    }
+}
+
+/// How long [`Engine::shutdown`] waits for the link tasks to write what they
+/// accepted, detach and end their sessions before it closes the connection.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the engine needs from [`Shared`], without the command sender (so
 /// that dropping every handle closes the command channel and stops the task).
@@ -548,6 +564,7 @@ impl Engine {
             reply_stop: CancellationToken::new(),
             senders: HashMap::new(),
             sub_stops: HashMap::new(),
+            tasks: Vec::new(),
         };
         self.attach_reply(&mut conn).await;
         self.conn = Some(conn);
@@ -615,7 +632,7 @@ impl Engine {
                 conn.reply_stop = stop.clone();
                 let internal = self.internal_tx.clone();
                 let gen = conn.gen;
-                tokio::spawn(links::reply_task(
+                let task = tokio::spawn(links::reply_task(
                     session,
                     receiver,
                     self.shared.calls.clone(),
@@ -627,6 +644,7 @@ impl Engine {
                         });
                     },
                 ));
+                conn.track(task);
             }
             Ok(Err(e)) => {
                 let cond = links::receiver_attach_condition(&e);
@@ -685,7 +703,7 @@ impl Engine {
             readies.push(rrx);
             let internal = self.internal_tx.clone();
             let gen = conn.gen;
-            tokio::spawn(links::receiver_task(
+            let task = tokio::spawn(links::receiver_task(
                 session,
                 address,
                 spec.credit,
@@ -700,6 +718,7 @@ impl Engine {
                 },
                 timeout,
             ));
+            conn.track(task);
         }
         if let Some(d) = done {
             if let Some(f) = failed {
@@ -836,11 +855,25 @@ impl Engine {
             }
         }
         if let Some(mut conn) = self.conn.take() {
+            // Dropping the job channels lets every sender task write the jobs
+            // it already accepted, then detach and end its session; a session
+            // End goes out only after the link frames queued before it (fe2o3
+            // drains them), so nothing accepted is cut off by the Close.
+            conn.senders.clear();
             conn.reply_stop.cancel();
             for s in conn.sub_stops.values() {
                 s.cancel();
             }
-            conn.senders.clear();
+            let tasks = std::mem::take(&mut conn.tasks);
+            if tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(tasks))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    timeout = ?DRAIN_TIMEOUT,
+                    "links did not finish detaching in time; closing the connection anyway"
+                );
+            }
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.handle.close()).await;
         }
         let waiters: Vec<_> = {
@@ -1030,14 +1063,16 @@ impl Engine {
         conn.senders
             .insert(address.clone(), SenderEntry { tx, gen });
         let idle = Duration::from_secs(self.config.amqp.default_sender_link_timeout.max(1));
-        tokio::spawn(links::sender_task(
+        let task = tokio::spawn(links::sender_task(
             session,
             address,
             gen,
             rx,
             self.internal_tx.clone(),
+            self.shared.closed.clone(),
             idle,
             timeout,
         ));
+        conn.track(task);
     }
 }

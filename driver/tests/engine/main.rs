@@ -1,5 +1,6 @@
 //! Driver integration tests over real TCP against the embedded broker.
 
+mod close_flush;
 mod common;
 mod failover;
 mod links;
