@@ -120,6 +120,14 @@ pub fn render_result(r: &ScenarioReport) -> String {
             ));
         }
     }
+    for g in &r.groups {
+        for s in g.steps.iter().filter(|s| s.status == StepStatus::Passed) {
+            if let Some(m) = &s.message {
+                // Details kept out of the broker-neutral transcript (e.g. a timeout's text).
+                out.push_str(&format!("\n  detail: step {} {}: {m}", s.index, s.keyword));
+            }
+        }
+    }
     match &r.snapshot {
         SnapshotStatus::Mismatch { diff } => {
             out.push_str("\n  transcript differs from the snapshot (- snapshot, + this run):\n");
