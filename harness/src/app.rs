@@ -44,7 +44,13 @@ pub fn main(cli: Cli) -> i32 {
                     })
                     .unwrap_or_default(),
             };
-            rt.block_on(crate::matrix::run(&file, &templates, &opts))
+            rt.block_on(async {
+                // Ctrl-C / SIGTERM: same cleanup as `run` (broker processes and containers).
+                let guard = backend::container::spawn_interrupt_guard();
+                let code = crate::matrix::run(&file, &templates, &opts).await;
+                guard.abort();
+                code
+            })
         }
     }
 }
@@ -115,8 +121,9 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
             return exit_code::USAGE;
         }
     };
-    // Ctrl-C / SIGTERM: kill every broker process group before exiting (process backend).
-    let guard = backend::process::spawn_interrupt_guard();
+    // Ctrl-C / SIGTERM: kill every broker process group and remove every container of this run
+    // before exiting (process and container backends).
+    let guard = backend::container::spawn_interrupt_guard();
     let term = Terminal::new();
     let env = env_pairs();
     let mut reports: Vec<ScenarioReport> = Vec::new();

@@ -432,35 +432,49 @@ pub(crate) struct ProbeTarget {
     pub(crate) user: Option<(String, String)>,
 }
 
-/// Parses the first host of `amqp[s]://[user[:pass]@]host[:port][,...][/vhost]`.
+/// Parses the first host of `amqp[s]://[user[:pass]@]host[:port][,...][/vhost]` with the driver's
+/// transport URL parser, so percent-encoded user names and passwords (as the nodes' `url()` writes
+/// them) are decoded. `amqps` and `amqp+ssl` mean TLS (default port 5671).
 pub(crate) fn parse_probe_url(url: &str) -> Result<ProbeTarget, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| "URL has no scheme".to_string())?;
-    let tls = match scheme {
+    let tls = match scheme.to_ascii_lowercase().as_str() {
         "amqp" => false,
-        "amqps" => true,
+        "amqps" | "amqp+ssl" => true,
         other => return Err(format!("unsupported URL scheme '{other}'")),
     };
-    let rest = rest.split('/').next().unwrap_or("");
-    let first = rest.split(',').next().unwrap_or("");
-    let (user, hostport) = match first.rsplit_once('@') {
-        Some((u, h)) => {
-            let (n, p) = u.split_once(':').unwrap_or((u, ""));
-            (Some((n.to_string(), p.to_string())), h)
-        }
-        None => (None, first),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port '{p}'"))?),
-        None => (hostport, if tls { 5671 } else { 5672 }),
-    };
-    if host.is_empty() {
+    let parsed = driver::url::TransportUrl::parse(&format!("amqp://{rest}"))
+        .map_err(|e| format!("bad broker URL: {e}"))?;
+    let first = parsed
+        .hosts
+        .first()
+        .ok_or_else(|| "URL has no host".to_string())?;
+    if first.host.is_empty() {
         return Err("URL has no host".to_string());
     }
+    // The driver defaults to 5672; an amqps URL without a port means 5671.
+    let authority = rest.split(['/', ',']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let explicit_port = hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'));
+    let port = if tls && !explicit_port {
+        5671
+    } else {
+        first.port
+    };
+    let user = first.username.clone().map(|n| {
+        let p = first
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
+        (n, p)
+    });
     Ok(ProbeTarget {
         tls,
-        host: host.trim_matches(['[', ']']).to_string(),
+        host: first.host.clone(),
         port,
         user,
     })
@@ -537,6 +551,17 @@ mod tests {
         let t = parse_probe_url("amqps://localhost").expect("valid");
         assert_eq!((t.port, t.tls), (5671, true));
         assert!(parse_probe_url("http://x").is_err());
+    }
+
+    #[test]
+    fn probe_url_percent_decodes_credentials() {
+        let t = parse_probe_url("amqp://n%40v:p%3Aw%2Fd%25@127.0.0.1:5673/").expect("valid");
+        assert_eq!(t.user, Some(("n@v".into(), "p:w/d%".into())));
+        assert_eq!(t.port, 5673);
+        let t = parse_probe_url("amqps://u:p@[::1]").expect("valid");
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("::1", 5671, true));
+        let t = parse_probe_url("amqps://[::1]:5999").expect("valid");
+        assert_eq!(t.port, 5999);
     }
 
     #[test]
