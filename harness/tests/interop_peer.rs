@@ -53,11 +53,10 @@ const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
 
 /// Known driver races: reported (`known-fail` when they strike) but never failing the test either way, because
 /// whether they strike depends on timing. `AMQP1_RIG_STRICT_INTEROP=1` makes them count.
-const KNOWN_RACES: &[(&str, &str, &str)] = &[(
-    "cast then close",
-    "rust→python",
-    "RpcClient::cast returns Ok before the transfer is written, and Transport::close does not flush it",
-)];
+const KNOWN_RACES: &[(&str, &str, &str)] = &[
+    // Fixed in the driver (2762f67): ("cast then close", "rust→python", "Transport::close did not flush the
+    // pre-settled casts still queued on their sessions").
+];
 
 /// One row of the interop matrix.
 #[derive(Debug)]
