@@ -162,6 +162,8 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
             broker: broker.clone(),
             url: args.url.clone(),
             templates_dir: templates.to_path_buf(),
+            version: None,
+            image: None,
         };
         let mut result = runner::run(&loaded, &opts, &term).await;
         // Never accept the transcript of a run whose steps failed: show the diff instead.
@@ -361,6 +363,8 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
             broker: broker.clone(),
             url: None,
             templates_dir: templates.to_path_buf(),
+            version: None,
+            image: None,
         };
         let mut code = exit_code::OK;
         if let Ok((_, spec)) = runner::resolve_spec(&loaded, &opts) {

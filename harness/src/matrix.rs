@@ -363,6 +363,8 @@ pub async fn run(path: &Path, templates_dir: &Path, opts: &MatrixOptions) -> i32
                         broker: broker.clone(),
                         url: None,
                         templates_dir: templates_dir.to_path_buf(),
+                        version: cell.version.clone(),
+                        image: cell.image.clone(),
                     };
                     let result = crate::runner::run(&loaded, &ropts, &term).await;
                     term.scenario_finished(&result.report);

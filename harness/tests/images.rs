@@ -258,6 +258,8 @@ async fn rpc_scenario_through_embedded_broker_container() {
         broker: None,
         url: Some(handle.transport_url()),
         templates_dir: templates_dir(),
+        version: None,
+        image: None,
     };
     let term = harness::report::terminal::Terminal::new();
     let result = tokio::time::timeout(

@@ -31,6 +31,8 @@ fn run_one(path: &Path) {
         broker: None,
         url: None,
         templates_dir: workspace().join("templates"),
+        version: None,
+        image: None,
     };
     let result = rt.block_on(async {
         tokio::time::timeout(

@@ -35,6 +35,10 @@ pub struct RunOptions {
     pub url: Option<String>,
     /// Templates root.
     pub templates_dir: PathBuf,
+    /// Broker version (a matrix cell's `version:`); overrides the scenario's.
+    pub version: Option<String>,
+    /// Container image (a matrix cell's `image:`); overrides the scenario's.
+    pub image: Option<String>,
 }
 
 /// The outcome of [`run`].
@@ -112,7 +116,55 @@ pub fn resolve_spec(
     spec.overrides = b.overrides.clone();
     spec.image = b.image.clone();
     spec.addressing = b.addressing.clone();
+    if opts.version.is_some() {
+        spec.version = opts.version.clone();
+    }
+    if opts.image.is_some() {
+        spec.image = opts.image.clone();
+    }
     Ok((backend, spec))
+}
+
+/// The flavour that known-failure entries are matched against. A real RabbitMQ without a named
+/// flavour (or with a version number as flavour, `rabbitmq:3.13`) gets `rabbitmq<major>` from its
+/// version: the spec's version, else the installed server's (process backend) or the image tag
+/// (container backend). Other brokers keep the spec's flavour.
+pub fn registry_flavour(backend: BackendKind, spec: &BrokerSpec) -> Option<String> {
+    let named = spec.flavour.clone();
+    if spec.kind != BrokerKind::Rabbitmq {
+        return named;
+    }
+    if let Some(f) = &named {
+        if !f.starts_with(|c: char| c.is_ascii_digit()) {
+            return named;
+        }
+    }
+    let version = named
+        .clone()
+        .or_else(|| spec.version.clone())
+        .or_else(|| match backend {
+            BackendKind::Process => backend::process::ProcessBackend::new()
+                .locate(
+                    BrokerKind::Rabbitmq,
+                    spec.overrides.get("binary").map(Path::new),
+                )
+                .ok()
+                .and_then(|e| backend::process::rabbitmq_version(&e.server)),
+            BackendKind::Container => {
+                let (image, _) = backend::container::image_for(spec);
+                image
+                    .rsplit_once(':')
+                    .map(|(_, tag)| tag.to_string())
+                    .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()))
+            }
+            BackendKind::Embedded => None,
+        });
+    match version.as_deref().and_then(|v| v.split('.').next()) {
+        Some(major) if !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(format!("rabbitmq{major}"))
+        }
+        _ => named,
+    }
 }
 
 /// Renders a service's `config:` template to INI text.
@@ -454,7 +506,11 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
     let mut ctx = Ctx {
         spec_label: spec.label(),
         kind: spec.kind.to_string(),
-        flavour: spec.flavour.clone(),
+        flavour: if opts.url.is_some() {
+            spec.flavour.clone()
+        } else {
+            registry_flavour(backend_kind, &spec)
+        },
         handle: handle.as_ref(),
         env,
         shared: shared.clone(),
@@ -1039,5 +1095,78 @@ fn check_results(
         }
     } else {
         StepOutcome::fail(problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: BrokerKind, flavour: Option<&str>, version: Option<&str>) -> BrokerSpec {
+        let mut s = BrokerSpec::new(kind, "templates");
+        s.flavour = flavour.map(str::to_string);
+        s.version = version.map(str::to_string);
+        s
+    }
+
+    #[test]
+    fn rabbitmq_flavour_comes_from_the_version() {
+        let r = BrokerKind::Rabbitmq;
+        let f = |fl, v, b| registry_flavour(b, &spec(r, fl, v));
+        assert_eq!(
+            f(None, Some("3.10"), BackendKind::Container).as_deref(),
+            Some("rabbitmq3")
+        );
+        assert_eq!(
+            f(Some("4.2"), None, BackendKind::Container).as_deref(),
+            Some("rabbitmq4")
+        );
+        assert_eq!(
+            f(Some("3.13"), Some("3.13"), BackendKind::Process).as_deref(),
+            Some("rabbitmq3")
+        );
+        // A named flavour wins over the version.
+        assert_eq!(
+            f(Some("rabbitmq4"), Some("3.10"), BackendKind::Process).as_deref(),
+            Some("rabbitmq4")
+        );
+        // Other brokers keep their flavour.
+        assert_eq!(
+            registry_flavour(
+                BackendKind::Container,
+                &spec(BrokerKind::Qpidd, Some("centos7"), Some("1.39.0"))
+            )
+            .as_deref(),
+            Some("centos7")
+        );
+    }
+
+    #[test]
+    fn run_options_version_and_image_reach_the_spec() {
+        let loaded = crate::scenario::parse_str(
+            "t.yaml",
+            "t",
+            "broker: {kind: rabbitmq}\nsteps:\n  - sleep: 1ms\n",
+            &[],
+            &[],
+        );
+        let Ok(loaded) = loaded else {
+            panic!("scenario loads");
+        };
+        let opts = RunOptions {
+            backend: Some(BackendKind::Container),
+            broker: None,
+            url: None,
+            templates_dir: PathBuf::from("templates"),
+            version: Some("3.10".into()),
+            image: Some("amqp1-rig/rabbitmq:3.10".into()),
+        };
+        let (_, spec) = resolve_spec(&loaded, &opts).expect("resolves");
+        assert_eq!(spec.version.as_deref(), Some("3.10"));
+        assert_eq!(spec.image.as_deref(), Some("amqp1-rig/rabbitmq:3.10"));
+        assert_eq!(
+            registry_flavour(BackendKind::Container, &spec).as_deref(),
+            Some("rabbitmq3")
+        );
     }
 }
