@@ -242,6 +242,7 @@ fn error_report(file: &Path, code: i32, error: String) -> ScenarioReport {
         transcript: String::new(),
         duration_ms: 0,
         exit_code: code,
+        broker_logs: Default::default(),
     }
 }
 

@@ -197,6 +197,7 @@ mod tests {
             transcript: String::new(),
             duration_ms: 15,
             exit_code: 6,
+            broker_logs: Default::default(),
         };
         let xml = render(&[r]);
         assert!(xml.contains("tests=\"4\" failures=\"1\""), "{xml}");

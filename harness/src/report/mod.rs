@@ -106,6 +106,10 @@ pub struct ScenarioReport {
     pub duration_ms: u64,
     /// The exit code this scenario alone would give.
     pub exit_code: i32,
+    /// Each broker node's log (its last lines, passwords masked) when the run failed; empty for
+    /// brokers without a log (embedded) and for passing runs.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub broker_logs: std::collections::BTreeMap<String, String>,
 }
 
 impl ScenarioReport {

@@ -325,6 +325,26 @@ impl StepOutcome {
     }
 }
 
+/// Lines of each node's log kept in the JSON report.
+const REPORT_LOG_LINES: usize = 200;
+
+/// The last lines of each node's log (nodes without a log are left out), passwords masked.
+fn node_logs(h: &BrokerHandle, secrets: &[String]) -> BTreeMap<String, String> {
+    h.nodes
+        .iter()
+        .filter_map(|n| {
+            let mut log = backend::log_tail(&n.logs(), REPORT_LOG_LINES);
+            if log.trim().is_empty() {
+                return None;
+            }
+            for s in secrets.iter().filter(|s| !s.is_empty()) {
+                log = log.replace(s.as_str(), "***");
+            }
+            Some((n.name().to_string(), log))
+        })
+        .collect()
+}
+
 /// Runs `loaded` and returns its report (the transcript is redacted).
 pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResult {
     let started = Instant::now();
@@ -339,6 +359,7 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
         transcript: String::new(),
         duration_ms: 0,
         exit_code: exit_code::OK,
+        broker_logs: BTreeMap::new(),
     };
     let secrets: Vec<String> = loaded
         .scenario
@@ -347,7 +368,7 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
         .iter()
         .map(|u| u.password.clone())
         .collect();
-    let redactor = Redactor::new(secrets);
+    let redactor = Redactor::new(secrets.clone());
 
     let (backend_kind, spec) = match resolve_spec(loaded, opts) {
         Ok(x) => x,
@@ -494,6 +515,7 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
             report.error = Some(format!("runtime setup failed: {e}"));
             report.exit_code = exit_code::RUNTIME;
             if let Some(h) = handle {
+                report.broker_logs = node_logs(&h, &secrets);
                 h.stop().await;
             }
             report.duration_ms = started.elapsed().as_millis() as u64;
@@ -569,6 +591,9 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
         transcript.event(&src, ev);
     }
     if let Some(h) = handle {
+        if report.failures().next().is_some() {
+            report.broker_logs = node_logs(&h, &secrets);
+        }
         h.stop().await;
     }
     {
