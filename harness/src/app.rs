@@ -297,7 +297,9 @@ fn brokers() -> i32 {
     for bk in BackendKind::ALL {
         let b = backend::backend(bk);
         for kind in BrokerKind::ALL {
-            if (bk == BackendKind::Embedded) != (kind == BrokerKind::Embedded) {
+            // The embedded backend runs only the embedded broker; the process and container
+            // backends run it too (`harness broker serve`, the embedded-broker image).
+            if bk == BackendKind::Embedded && kind != BrokerKind::Embedded {
                 continue;
             }
             let label = if kind == BrokerKind::Embedded {

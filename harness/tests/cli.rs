@@ -130,6 +130,12 @@ fn brokers_lists_every_backend() {
     assert!(out.contains("usable"), "{out}");
     for b in ["process", "container"] {
         assert!(out.lines().any(|l| l.starts_with(b)), "{b} missing: {out}");
+        // the embedded broker also runs as a process and in its image
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{b:<10} embedded ("))),
+            "{b} embedded row missing: {out}"
+        );
     }
 }
 
@@ -287,7 +293,7 @@ fn variables_from_cli_and_environment() {
     assert!(out.starts_with("exit code: 2"), "{out}");
 }
 
-/// A broker that cannot be started exits 4; a broker URL nobody listens on exits 5.
+/// A broker that cannot be started exits 4, and so does a broker URL nobody listens on.
 #[test]
 fn setup_failures_have_their_exit_codes() {
     let out = harness(
@@ -309,6 +315,7 @@ fn setup_failures_have_their_exit_codes() {
         .port();
     let url = format!("amqp://127.0.0.1:{port}");
     let out = harness(&["run", "scenarios/rpc.yaml", "--url", &url], workspace());
-    assert!(out.starts_with("exit code: 5"), "{out}");
-    assert!(out.contains("connect failed"), "{out}");
+    assert!(out.starts_with("exit code: 4"), "{out}");
+    assert!(out.contains("broker setup failed"), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
 }

@@ -1,4 +1,4 @@
-//! Runs every scenario in `scenarios/` (and `scenarios/compat/`) on the embedded broker and checks its
+//! Runs every scenario in `scenarios/` (and `scenarios/compat/`, `scenarios/rabbitmq/`) on the embedded broker and checks its
 //! transcript against `scenarios/snapshots/<name>.snap` — the same files `harness run` reads and writes, so
 //! `cargo insta review` and `harness run --update` both accept changes.
 //!
@@ -87,6 +87,12 @@ fn scenarios_on_embedded_broker() {
 #[test]
 fn compat_scenarios_on_embedded_broker() {
     insta::glob!("../../scenarios", "compat/*.yaml", run_one);
+}
+
+#[test]
+fn rabbitmq_scenarios_on_embedded_broker() {
+    // They name the embedded rabbitmq3 flavour (RabbitMQ 3.x addressing and semantics).
+    insta::glob!("../../scenarios", "rabbitmq/*.yaml", run_one);
 }
 
 #[test]

@@ -325,6 +325,9 @@ impl StepOutcome {
     }
 }
 
+/// How long a `--url` broker may take to answer an AMQP Open before the run gives up.
+const URL_READY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Lines of each node's log kept in the JSON report.
 const REPORT_LOG_LINES: usize = 200;
 
@@ -417,6 +420,18 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
             }
         }
     };
+    // `--url`: a broker nobody answers on is a broker setup failure (exit 4), found before any
+    // service starts. (The error names host and port only: the URL may carry a password.)
+    if let Some(u) = &opts.url {
+        if let Err(e) = backend::wait_ready(u, URL_READY_TIMEOUT).await {
+            report.error = Some(format!(
+                "broker setup failed: the broker given with --url does not answer: {e}"
+            ));
+            report.exit_code = exit_code::BROKER_SETUP;
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            return RunResult { report };
+        }
+    }
     let url = match (&opts.url, &handle) {
         (Some(u), _) => u.clone(),
         // oslo transport URLs are amqp://; TLS is switched on by the ssl options below.
