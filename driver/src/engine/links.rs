@@ -191,12 +191,21 @@ pub(crate) struct Inbound {
     pub settle: Settle,
 }
 
+/// What a [`Settle`] tells its receiver link task.
+#[derive(Debug)]
+pub(crate) enum LinkOp {
+    /// A delivery was settled: the task tops up the credit if it is low.
+    Settled,
+    /// Reject this delivery (fe2o3's disposer cannot reject), then top up.
+    Reject(DeliveryInfo, String),
+}
+
 /// Handle to settle one received delivery from any task.
 pub(crate) struct Settle {
     disposer: ReceiverDisposer,
     info: Option<DeliveryInfo>,
-    /// Rejections go through the link task (fe2o3's disposer cannot reject).
-    rejects: mpsc::UnboundedSender<(DeliveryInfo, String)>,
+    /// Back to the link task: settlements (for the credit) and rejections.
+    ops: mpsc::UnboundedSender<LinkOp>,
 }
 
 impl std::fmt::Debug for Settle {
@@ -210,18 +219,20 @@ impl Settle {
     pub(crate) async fn accept(&mut self) {
         if let Some(info) = self.info.take() {
             let _ = self.disposer.accept(info).await;
+            let _ = self.ops.send(LinkOp::Settled);
         }
     }
     /// Releases the delivery (requeue).
     pub(crate) async fn release(&mut self) {
         if let Some(info) = self.info.take() {
             let _ = self.disposer.release(info).await;
+            let _ = self.ops.send(LinkOp::Settled);
         }
     }
     /// Rejects the delivery as undeliverable (malformed).
     pub(crate) async fn reject(&mut self, reason: &str) {
         if let Some(info) = self.info.take() {
-            let _ = self.rejects.send((info, reason.to_string()));
+            let _ = self.ops.send(LinkOp::Reject(info, reason.to_string()));
         }
     }
 }
@@ -232,9 +243,11 @@ impl Drop for Settle {
         // not hold credit forever.
         if let Some(info) = self.info.take() {
             let d = self.disposer.clone();
+            let ops = self.ops.clone();
             if let Ok(h) = tokio::runtime::Handle::try_current() {
                 h.spawn(async move {
                     let _ = d.release(info).await;
+                    let _ = ops.send(LinkOp::Settled);
                 });
             }
         }
@@ -292,8 +305,15 @@ pub(crate) async fn receiver_task(
             return;
         }
     };
+    // Credit as in pyngus/oslo (spec §4.4): topped up back to `credit` when a
+    // settlement finds it at or below (credit+1)/2. fe2o3's automatic mode
+    // counts settlements instead, so the link is switched to manual after the
+    // attach has granted the initial window (before taking the disposer,
+    // which copies the mode).
+    let cap = credit.max(1);
+    receiver.set_credit_mode(CreditMode::Manual);
     let disposer = receiver.disposer();
-    let (rejects_tx, mut rejects) = mpsc::unbounded_channel::<(DeliveryInfo, String)>();
+    let (ops_tx, mut ops) = mpsc::unbounded_channel::<LinkOp>();
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -301,19 +321,22 @@ pub(crate) async fn receiver_task(
                 let _ = session.end().await;
                 return;
             }
-            Some((info, reason)) = rejects.recv() => {
-                let err = fe2o3_amqp::types::definitions::Error::new(
-                    fe2o3_amqp::types::definitions::AmqpError::DecodeError,
-                    Some(reason),
-                    None,
-                );
-                let _ = receiver.reject(info, err).await;
+            Some(op) = ops.recv() => {
+                if let LinkOp::Reject(info, reason) = op {
+                    let err = fe2o3_amqp::types::definitions::Error::new(
+                        fe2o3_amqp::types::definitions::AmqpError::DecodeError,
+                        Some(reason),
+                        None,
+                    );
+                    let _ = receiver.reject(info, err).await;
+                }
+                top_up(&mut receiver, cap).await;
             }
             d = receiver.recv::<RecvBody>() => match d {
                 Ok(delivery) => {
                     let info = DeliveryInfo::from(&delivery);
                     let msg = msg::incoming(delivery.into_message());
-                    let inbound = Inbound { msg, settle: Settle { disposer: disposer.clone(), info: Some(info), rejects: rejects_tx.clone() } };
+                    let inbound = Inbound { msg, settle: Settle { disposer: disposer.clone(), info: Some(info), ops: ops_tx.clone() } };
                     if sink.send(inbound).await.is_err() {
                         // The server is gone; stop quietly.
                         let _ = receiver.close().await;
@@ -329,6 +352,16 @@ pub(crate) async fn receiver_task(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Tops the link credit back up to `cap` when it is at or below (cap+1)/2
+/// (pyngus's low-water mark, checked at each settlement).
+async fn top_up(receiver: &mut Receiver, cap: u32) {
+    if receiver.credit() <= cap.div_ceil(2) {
+        if let Err(e) = receiver.set_credit(cap).await {
+            tracing::debug!(error = %e, "credit top-up failed; link is going away");
         }
     }
 }
@@ -404,10 +437,14 @@ pub(crate) async fn attach_reply(
 pub(crate) async fn reply_task(
     mut session: SessionHandle<()>,
     mut receiver: Receiver,
+    credit: u32,
     calls: Calls,
     stop: CancellationToken,
     on_down: impl FnOnce(Option<Condition>) + Send + 'static,
 ) {
+    // Same credit policy as the server links (see `receiver_task`).
+    let cap = credit.max(1);
+    receiver.set_credit_mode(CreditMode::Manual);
     let disposer = receiver.disposer();
     loop {
         tokio::select! {
@@ -437,6 +474,7 @@ pub(crate) async fn reply_task(
                             let _ = receiver.modify(info, Modified { delivery_failed: Some(true), undeliverable_here: Some(true), message_annotations: None }).await;
                         }
                     }
+                    top_up(&mut receiver, cap).await;
                 }
                 Err(e) => {
                     let cond = match &e {

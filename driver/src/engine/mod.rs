@@ -635,6 +635,7 @@ impl Engine {
                 let task = tokio::spawn(links::reply_task(
                     session,
                     receiver,
+                    credit,
                     self.shared.calls.clone(),
                     stop,
                     move |condition| {

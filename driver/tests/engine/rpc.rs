@@ -269,6 +269,35 @@ async fn call_monitor_keeps_long_call_alive_and_detects_silence() {
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_odd_credit_windows_keep_topping_up() {
+    // Windows of 3: credit is topped up when a settlement finds it at or
+    // below 2 (spec §4.4). 40 concurrent calls need many top-ups on both the
+    // server link and the reply link.
+    let b = start_broker(Flavour::Qpidd).await;
+    let mut cfg = config(&b.url());
+    cfg.amqp.reply_link_credit = 3;
+    cfg.amqp.rpc_server_credit = 3;
+    let t = bounded("connect", driver::Transport::connect(cfg))
+        .await
+        .expect("connect");
+    let _s = server(&t, Target::topic("t8b").with_server("s1"), "s1").await;
+    let c = RpcClient::new(&t, Target::topic("t8b")).timeout(Duration::from_secs(15));
+    let calls = (0..40).map(|i| {
+        let c = c.clone();
+        async move {
+            c.call(Default::default(), "echo", args(json!({"i": i})))
+                .await
+        }
+    });
+    let results = bounded("40 calls", futures::future::join_all(calls)).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.expect("call"), json!({"i": i}));
+    }
+    t.close().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn credit_of_one_still_completes_concurrent_calls() {
     let b = start_broker(Flavour::Qpidd).await;
