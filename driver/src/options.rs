@@ -181,7 +181,8 @@ pub struct AmqpOptions {
     pub ssl_cert_file: String,
     /// Client private key PEM ('' = none).
     pub ssl_key_file: String,
-    /// Password of the client key file.
+    /// Password of the client key file. Encrypted keys are not supported:
+    /// connecting with an encrypted `ssl_key_file` fails with a `Tls` error.
     pub ssl_key_password: Option<Secret>,
     /// Check the server certificate against the vhost name instead of the host name.
     pub ssl_verify_vhost: bool,

@@ -20,6 +20,9 @@ pub(crate) struct TlsSettings {
     pub ca_file: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// Whether `ssl_key_password` is set (the secret itself is not kept here:
+    /// encrypted keys are not supported, see [`read_key`]).
+    pub key_password_set: bool,
     pub verify_vhost: bool,
 }
 
@@ -53,7 +56,7 @@ impl TlsSettings {
         let config = match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => {
                 let chain = read_certs(cert)?;
-                let key = read_key(key)?;
+                let key = read_key(key, self.key_password_set)?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| format!("ssl_cert_file/ssl_key_file: {e}"))?
@@ -61,7 +64,7 @@ impl TlsSettings {
             (Some(cert), None) => {
                 // The key may be in the same PEM file as the certificate.
                 let chain = read_certs(cert)?;
-                let key = read_key(cert)?;
+                let key = read_key(cert, self.key_password_set)?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| format!("ssl_cert_file: {e}"))?
@@ -96,9 +99,60 @@ fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
+/// Reads the first PEM private key of `path`.
+///
+/// Encrypted keys (PKCS#8 `ENCRYPTED PRIVATE KEY`, or a traditional key with
+/// `Proc-Type: 4,ENCRYPTED`) are refused with a clear error whether or not
+/// `ssl_key_password` is set: rustls has no decryption, and the driver does
+/// not carry its own PEM decryption.
+fn read_key(path: &str, password_set: bool) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    if is_encrypted_pem(&bytes) {
+        return Err(if password_set {
+            format!(
+                "{path}: the private key is encrypted; encrypted keys are not supported, so \
+                 ssl_key_password cannot be used (decrypt the key first, e.g. \
+                 `openssl pkey -in KEY -out PLAIN_KEY`, and unset ssl_key_password)"
+            )
+        } else {
+            format!(
+                "{path}: the private key is encrypted; encrypted keys are not supported \
+                 (decrypt the key first, e.g. `openssl pkey -in KEY -out PLAIN_KEY`)"
+            )
+        });
+    }
+    let key = rustls_pemfile::private_key(&mut BufReader::new(bytes.as_slice()))
         .map_err(|e| format!("{path}: {e}"))?
-        .ok_or_else(|| format!("{path}: no PEM private key found"))
+        .ok_or_else(|| format!("{path}: no PEM private key found"))?;
+    if password_set {
+        tracing::debug!(key = %path, "ssl_key_password is set but the key is not encrypted; ignored");
+    }
+    Ok(key)
+}
+
+/// Whether a PEM file holds an encrypted private key.
+fn is_encrypted_pem(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text
+            .lines()
+            .any(|l| l.trim().starts_with("Proc-Type:") && l.contains("ENCRYPTED"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_encrypted_pem;
+
+    #[test]
+    fn encrypted_pem_detection() {
+        assert!(is_encrypted_pem(
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIHs\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        ));
+        assert!(is_encrypted_pem(
+            b"-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,19F3\n\nDBrd\n-----END EC PRIVATE KEY-----\n"
+        ));
+        assert!(!is_encrypted_pem(
+            b"-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
+        ));
+    }
 }

@@ -327,6 +327,10 @@ fn tls_settings(cfg: &Config) -> TlsSettings {
         ca_file: nz(&o.ssl_ca_file),
         cert_file: nz(&o.ssl_cert_file),
         key_file: nz(&o.ssl_key_file),
+        key_password_set: o
+            .ssl_key_password
+            .as_ref()
+            .is_some_and(|p| !p.expose().is_empty()),
         verify_vhost: o.ssl_verify_vhost,
     }
 }
