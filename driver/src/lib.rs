@@ -124,7 +124,13 @@ impl Transport {
         &self.shared.config
     }
 
-    /// Closes the connection; pending operations fail with `Closed`. Idempotent.
+    /// Closes the connection gracefully. Idempotent.
+    ///
+    /// Messages the API already handed to the engine (e.g. casts that
+    /// returned `Ok`) are written first: every link writes what it accepted,
+    /// detaches and ends its session, and only then is the connection closed
+    /// (each step bounded, a few seconds at most). Operations issued after
+    /// the close fail with `Closed`. Dropping the last handle does the same.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self
