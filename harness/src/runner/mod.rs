@@ -167,6 +167,46 @@ pub fn registry_flavour(backend: BackendKind, spec: &BrokerSpec) -> Option<Strin
     }
 }
 
+/// The spec of a scenario's `notification_broker`, on the main broker's backend (the embedded
+/// backend imitates a real broker kind with its flavour, as for the main broker).
+pub fn notification_spec(
+    b: &crate::scenario::model::BrokerSection,
+    backend: BackendKind,
+    templates_dir: &Path,
+) -> Result<BrokerSpec, String> {
+    let mut kind: BrokerKind = b
+        .kind
+        .as_deref()
+        .unwrap_or("embedded")
+        .parse()
+        .map_err(|e: backend::UnknownName| e.to_string())?;
+    let mut flavour = b.flavour.clone();
+    if backend == BackendKind::Embedded && kind != BrokerKind::Embedded {
+        flavour = Some(embedded_flavour_for(kind).to_string());
+        kind = BrokerKind::Embedded;
+    }
+    if kind == BrokerKind::Embedded && flavour.is_none() {
+        flavour = Some("qpidd".into());
+    }
+    let mut spec = BrokerSpec::new(kind, templates_dir.to_path_buf());
+    spec.flavour = flavour;
+    spec.version = b.version.clone();
+    spec.nodes = b.nodes.unwrap_or(1).max(1);
+    spec.users = b
+        .users
+        .iter()
+        .map(|u| User {
+            name: u.name.clone(),
+            password: u.password.clone(),
+        })
+        .collect();
+    spec.tls = b.tls;
+    spec.overrides = b.overrides.clone();
+    spec.image = b.image.clone();
+    spec.addressing = b.addressing.clone();
+    Ok(spec)
+}
+
 /// Renders a service's `config:` template to INI text.
 pub fn render_service_config(
     loaded: &Loaded,
@@ -369,6 +409,13 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
         .broker
         .users
         .iter()
+        .chain(
+            loaded
+                .scenario
+                .notification_broker
+                .iter()
+                .flat_map(|b| b.users.iter()),
+        )
         .map(|u| u.password.clone())
         .collect();
     let redactor = Redactor::new(secrets.clone());
@@ -524,6 +571,38 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
         transcript.header(format!("  {} ({kind}): {what}{cfg}", svc.name));
     }
 
+    // A second broker for notifications (mixed topologies); `--url` replaces both brokers.
+    let mut notify_handle = None;
+    if let (Some(nb), None) = (&loaded.scenario.notification_broker, &opts.url) {
+        let started_nb = match notification_spec(nb, backend_kind, &opts.templates_dir) {
+            Ok(nspec) => backend::backend(backend_kind)
+                .start(&nspec)
+                .await
+                .map(|h| (h, nspec))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match started_nb {
+            Ok((h, nspec)) => {
+                let nurl = h.transport_url().replacen("amqps://", "amqp://", 1);
+                if let Ok(mut sh) = shared.lock() {
+                    sh.notification_url = Some(nurl);
+                }
+                transcript.header(format!("notification broker: {}", nspec.label()));
+                notify_handle = Some(h);
+            }
+            Err(e) => {
+                report.error = Some(format!("broker setup failed: notification broker: {e}"));
+                report.exit_code = exit_code::BROKER_SETUP;
+                if let Some(h) = handle {
+                    h.stop().await;
+                }
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                return RunResult { report };
+            }
+        }
+    }
+
     let env = match ops::Env::start(loaded, &url, &opts.templates_dir, shared.clone()).await {
         Ok(env) => env,
         Err(e) => {
@@ -531,6 +610,14 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
             report.exit_code = exit_code::RUNTIME;
             if let Some(h) = handle {
                 report.broker_logs = node_logs(&h, &secrets);
+                h.stop().await;
+            }
+            if let Some(h) = notify_handle {
+                report.broker_logs.extend(
+                    node_logs(&h, &secrets)
+                        .into_iter()
+                        .map(|(k, v)| (format!("notifications-{k}"), v)),
+                );
                 h.stop().await;
             }
             report.duration_ms = started.elapsed().as_millis() as u64;
@@ -608,6 +695,16 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
     if let Some(h) = handle {
         if report.failures().next().is_some() {
             report.broker_logs = node_logs(&h, &secrets);
+        }
+        h.stop().await;
+    }
+    if let Some(h) = notify_handle {
+        if report.failures().next().is_some() {
+            report.broker_logs.extend(
+                node_logs(&h, &secrets)
+                    .into_iter()
+                    .map(|(k, v)| (format!("notifications-{k}"), v)),
+            );
         }
         h.stop().await;
     }

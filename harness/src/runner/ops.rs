@@ -37,6 +37,9 @@ pub struct Shared {
     pub state: BTreeMap<String, Json>,
     /// `[oslo_messaging_amqp]` options the harness adds for every client and service.
     pub extra_options: BTreeMap<String, String>,
+    /// `[oslo_messaging_notifications] transport_url` for every client and service, when the
+    /// scenario names a `notification_broker` (mixed topologies such as devstack's qpid-dual).
+    pub notification_url: Option<String>,
 }
 
 fn record(shared: &Mutex<Shared>, service: &str, key: String, line: String) {
@@ -94,6 +97,8 @@ enum ServiceRt {
 /// The running messaging side of a scenario.
 pub struct Env {
     client: Transport,
+    /// The notifier's transport when notifications go to their own broker.
+    notify_client: Option<Transport>,
     url: String,
     extra_clients: tokio::sync::Mutex<HashMap<String, Transport>>,
     services: Vec<(String, ServiceRt)>,
@@ -126,6 +131,39 @@ async fn connect(ini: &str, origin: &str) -> Result<Transport, String> {
     Transport::connect(cfg)
         .await
         .map_err(|e| format!("{origin}: connect failed: {e}"))
+}
+
+/// `ini` with `[oslo_messaging_notifications] transport_url` appended when notifications have
+/// their own broker.
+fn with_notification_url(mut ini: String, url: Option<&str>) -> String {
+    if let Some(u) = url {
+        if !ini.ends_with('\n') {
+            ini.push('\n');
+        }
+        ini.push_str(&format!(
+            "\n[oslo_messaging_notifications]\ntransport_url = {u}\n"
+        ));
+    }
+    ini
+}
+
+/// The notification transport of a configuration (what oslo's `get_notification_transport` does):
+/// `[oslo_messaging_notifications] transport_url` and its query options, or `None` when unset.
+async fn connect_notifications(ini: &str, origin: &str) -> Result<Option<Transport>, String> {
+    let cfg = Config::from_ini_str(ini, Path::new(origin)).map_err(|e| format!("{origin}: {e}"))?;
+    let Some(url) = cfg.notifications.transport_url.clone() else {
+        return Ok(None);
+    };
+    let mut n = cfg.clone();
+    n.amqp = cfg
+        .notification_options()
+        .map_err(|e| format!("{origin}: notification transport options: {e}"))?;
+    n.transport_url = url;
+    n.notifications.transport_url = None;
+    Transport::connect(n)
+        .await
+        .map(Some)
+        .map_err(|e| format!("{origin}: notification transport: connect failed: {e}"))
 }
 
 fn watch_events(
@@ -268,11 +306,27 @@ impl Env {
             .lock()
             .map(|s| s.extra_options.clone())
             .unwrap_or_default();
-        let ini = super::base_ini(loaded, url, None, &extra);
+        let notification_url = shared.lock().ok().and_then(|s| s.notification_url.clone());
+        let ini = with_notification_url(
+            super::base_ini(loaded, url, None, &extra),
+            notification_url.as_deref(),
+        );
         let client = connect(&ini, "harness-client.conf").await?;
+        let notify_client = match connect_notifications(&ini, "harness-client.conf").await {
+            Ok(n) => n,
+            Err(e) => {
+                client.close().await;
+                return Err(e);
+            }
+        };
+        let mut event_tasks = vec![watch_events("client".into(), &client, events.clone())];
+        if let Some(n) = &notify_client {
+            event_tasks.push(watch_events("notifier".into(), n, events.clone()));
+        }
         let mut env = Env {
-            event_tasks: vec![watch_events("client".into(), &client, events.clone())],
+            event_tasks,
             client,
+            notify_client,
             url: url.to_string(),
             extra_clients: tokio::sync::Mutex::new(HashMap::new()),
             services: Vec::new(),
@@ -339,8 +393,17 @@ impl Env {
                 .map_err(|e| e.to_string())?,
             None => super::base_ini(loaded, &url, None, &extra),
         };
+        let notification_url = shared.lock().ok().and_then(|s| s.notification_url.clone());
+        let ini = with_notification_url(ini, notification_url.as_deref());
         let origin = format!("{}.conf", svc.name);
-        let transport = connect(&ini, &origin).await?;
+        // A listener uses the notification transport (its own broker, when the scenario names one).
+        let transport = match svc.listener {
+            Some(_) => match connect_notifications(&ini, &origin).await? {
+                Some(t) => t,
+                None => connect(&ini, &origin).await?,
+            },
+            None => connect(&ini, &origin).await?,
+        };
         self.event_tasks.push(watch_events(
             svc.name.clone(),
             &transport,
@@ -583,7 +646,7 @@ impl Env {
             NotifyVersion::V2
         };
         let notifier = Notifier::new(
-            &self.client,
+            self.notify_client.as_ref().unwrap_or(&self.client),
             step.publisher.clone().unwrap_or_else(|| "harness".into()),
         )
         .topics(topics.iter().cloned())
@@ -629,6 +692,9 @@ impl Env {
         }
         for (_, t) in self.extra_clients.lock().await.drain() {
             t.close().await;
+        }
+        if let Some(n) = self.notify_client.take() {
+            n.close().await;
         }
         self.client.close().await;
         for t in self.event_tasks.drain(..) {

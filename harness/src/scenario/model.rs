@@ -21,6 +21,11 @@ pub struct Scenario {
     /// The broker to run against.
     #[serde(default)]
     pub broker: BrokerSection,
+    /// A second broker for notifications (mixed topologies such as devstack's qpid-dual: a router for
+    /// RPC and qpidd for notifications). Services and notifiers get its URL as
+    /// `[oslo_messaging_notifications] transport_url`.
+    #[serde(default)]
+    pub notification_broker: Option<BrokerSection>,
     /// Variables usable as `{{ name }}` in strings; `--var` and `HARNESS_VAR_<NAME>` override them.
     #[serde(default)]
     pub vars: BTreeMap<String, Json>,

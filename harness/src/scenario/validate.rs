@@ -195,6 +195,36 @@ pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
     if let Some(a) = &b.addressing {
         v.one_of("broker.addressing", "addressing mode", a, &ADDRESSING);
     }
+    if let Some(nb) = &s.notification_broker {
+        let nkind = nb.kind.as_deref().unwrap_or("embedded");
+        v.one_of("notification_broker.kind", "broker kind", nkind, &kinds);
+        if nkind == "embedded" {
+            if let Some(f) = &nb.flavour {
+                v.one_of(
+                    "notification_broker.flavour",
+                    "embedded broker flavour",
+                    f,
+                    &EMBEDDED_FLAVOURS,
+                );
+            }
+        }
+        if nb.nodes == Some(0) {
+            v.at(
+                "notification_broker.nodes",
+                "a broker needs at least one node".into(),
+                "expected 1 or more",
+                None,
+            );
+        }
+        if let Some(a) = &nb.addressing {
+            v.one_of(
+                "notification_broker.addressing",
+                "addressing mode",
+                a,
+                &ADDRESSING,
+            );
+        }
+    }
     v.duration(
         "driver.rpc_response_timeout",
         &s.driver.rpc_response_timeout,
