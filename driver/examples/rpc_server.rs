@@ -3,7 +3,8 @@
 //!
 //! `cargo run -p driver --example rpc_server -- --url amqp://127.0.0.1:5672 --topic T [--server S] [--exchange E]`
 //!
-//! Prints one line `ready` once the links are attached.
+//! Prints one line `ready` once the links are attached; with `--print-calls`,
+//! then one JSON line `{"method": ..., "args": ...}` per invocation.
 
 use clap::Parser;
 use driver::{Config, Dispatcher, Endpoint, RemoteError, RpcServer, Target, Transport};
@@ -23,6 +24,9 @@ struct Args {
     /// Exchange (default: control_exchange).
     #[arg(long)]
     exchange: Option<String>,
+    /// Print one JSON line per invocation on stdout.
+    #[arg(long)]
+    print_calls: bool,
 }
 
 #[tokio::main]
@@ -51,10 +55,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut target = Target::topic(args.topic).with_server(server_name);
     target.exchange = args.exchange;
+    let print = args.print_calls;
     let dispatcher = Dispatcher::new().endpoint(
         Endpoint::new()
-            .method("echo", |_ctx, a| async move { Ok(Value::Object(a)) })
-            .method("fail", |_ctx, a| async move {
+            .method("echo", move |_ctx, a| async move {
+                if print {
+                    println!("{}", serde_json::json!({"method": "echo", "args": a}));
+                }
+                Ok(Value::Object(a))
+            })
+            .method("fail", move |_ctx, a| async move {
+                if print {
+                    println!("{}", serde_json::json!({"method": "fail", "args": a}));
+                }
                 let msg = a
                     .get("message")
                     .and_then(Value::as_str)
