@@ -877,7 +877,7 @@ impl ContainerNode {
                 Err(BackendError::NotReady {
                     url: redact(&url),
                     reason: format!("{reason} (container {state})"),
-                    log_tail: log_tail(&logs, 30),
+                    log_tail: log_tail(&logs, 20),
                 })
             }
         }

@@ -53,7 +53,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Maximum bytes of each log file returned by [`BrokerNode::logs`].
 const LOG_CAP: usize = 256 * 1024;
 /// Lines of log put into start errors.
-const TAIL_LINES: usize = 40;
+const TAIL_LINES: usize = 20;
 /// The address prefix link-routed to the notification broker by default (routable addressing).
 const NOTIFY_PREFIX: &str = "openstack.org/om/notify";
 
