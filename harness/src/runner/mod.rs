@@ -584,7 +584,21 @@ pub async fn run(loaded: &Loaded, opts: &RunOptions, term: &Terminal) -> RunResu
         };
         match started_nb {
             Ok((h, nspec)) => {
-                let nurl = h.transport_url().replacen("amqps://", "amqp://", 1);
+                let mut nurl = h.transport_url().replacen("amqps://", "amqp://", 1);
+                // Driver options for the notification transport only, as URL query options.
+                let mut query = Vec::new();
+                if let Some(a) = &nb.addressing {
+                    query.push(format!("addressing_mode={a}"));
+                }
+                // RabbitMQ 3.x refuses oslo's dynamic reply link, without which the driver sends
+                // nothing: the notification transport uses a named reply queue there.
+                if registry_flavour(backend_kind, &nspec).as_deref() == Some("rabbitmq3") {
+                    query.push("reply_mode=named".to_string());
+                }
+                if !query.is_empty() {
+                    nurl.push(if nurl.contains('?') { '&' } else { '?' });
+                    nurl.push_str(&query.join("&"));
+                }
                 if let Ok(mut sh) = shared.lock() {
                     sh.notification_url = Some(nurl);
                 }
