@@ -1293,6 +1293,40 @@ mod tests {
     }
 
     #[test]
+    fn notification_broker_spec_and_validation() {
+        let text = "broker: {kind: embedded, flavour: router}\nnotification_broker: {kind: qpidd, nodes: 2}\nsteps:\n  - sleep: 1ms\n";
+        let Ok(loaded) = crate::scenario::parse_str("t.yaml", "t", text, &[], &[]) else {
+            panic!("scenario loads");
+        };
+        let nb = loaded
+            .scenario
+            .notification_broker
+            .as_ref()
+            .expect("notification_broker parsed");
+        // On the embedded backend a real kind becomes the embedded broker of that flavour.
+        let spec =
+            notification_spec(nb, BackendKind::Embedded, Path::new("templates")).expect("spec");
+        assert_eq!(spec.kind, BrokerKind::Embedded);
+        assert_eq!(spec.flavour.as_deref(), Some("qpidd"));
+        assert_eq!(spec.nodes, 2);
+        let spec =
+            notification_spec(nb, BackendKind::Process, Path::new("templates")).expect("spec");
+        assert_eq!(spec.kind, BrokerKind::Qpidd);
+        // An unknown flavour is a validation error naming the key.
+        let bad = "notification_broker: {kind: embedded, flavour: qpid}\nsteps:\n  - sleep: 1ms\n";
+        match crate::scenario::parse_str("t.yaml", "t", bad, &[], &[]) {
+            Ok(_) => panic!("an unknown notification broker flavour must be rejected"),
+            Err(inv) => assert!(
+                inv.render()
+                    .contains("unknown embedded broker flavour 'qpid'")
+                    && inv.render().contains("t.yaml:1:48"),
+                "{}",
+                inv.render()
+            ),
+        }
+    }
+
+    #[test]
     fn run_options_version_and_image_reach_the_spec() {
         let loaded = crate::scenario::parse_str(
             "t.yaml",
