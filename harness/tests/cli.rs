@@ -319,3 +319,40 @@ fn setup_failures_have_their_exit_codes() {
     assert!(out.contains("broker setup failed"), "{out}");
     assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
 }
+
+/// A failing run writes each broker node's log into the JSON report (process backend: the embedded
+/// broker runs as `harness broker serve`, whose log has its ready line).
+#[test]
+fn json_report_has_broker_logs_when_a_run_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("failing.yaml");
+    std::fs::write(
+        &scenario,
+        "broker: {kind: embedded, flavour: qpidd}\n\
+         services:\n  - name: s\n    rpc_server:\n      target: {topic: t, server: h}\n      \
+         endpoints: [{methods: {echo: {echo: true}}}]\n\
+         steps:\n  - call: {target: {topic: t, server: h}, method: echo, args: {x: 1}, expect: {result: {x: 2}}}\n",
+    )
+    .expect("write scenario");
+    let json = dir.path().join("report.json");
+    let out = harness(
+        &[
+            "run",
+            &scenario.display().to_string(),
+            "--backend",
+            "process",
+            "--no-snapshot",
+            "--json",
+            &json.display().to_string(),
+        ],
+        workspace(),
+    );
+    assert!(out.starts_with("exit code: 6"), "{out}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report written"))
+            .expect("valid JSON");
+    let log = doc["scenarios"][0]["broker_logs"]["node0"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(log.contains("amqp://127.0.0.1:"), "{doc:#}");
+}
