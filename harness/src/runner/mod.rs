@@ -834,8 +834,13 @@ async fn run_step(ctx: &mut Ctx<'_>, index: usize, step: &Step) -> StepOutcome {
                 n.topics.clone()
             };
             let results = ctx.env.notify(n, &topics, count).await;
+            let from = n
+                .from
+                .as_deref()
+                .map(|f| format!(" from {f}"))
+                .unwrap_or_default();
             let head = format!(
-                "{index} notify v{} [{}] {} {} {}",
+                "{index} notify{from} v{} [{}] {} {} {}",
                 n.version.unwrap_or(2),
                 topics.join(","),
                 n.priority,

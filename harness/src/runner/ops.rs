@@ -640,6 +640,11 @@ impl Env {
         topics: &[String],
         n: usize,
     ) -> Vec<Result<(), OpError>> {
+        if let Some(from) = step.from.as_deref() {
+            if let (Some(url), Some(peer)) = (self.python_url(from), self.peer.as_ref()) {
+                return peer.notify(&url, from, step, topics, n).await;
+            }
+        }
         let version = if step.version == Some(1) {
             NotifyVersion::V1
         } else {
@@ -778,6 +783,15 @@ mod python {
         peer: Arc<PythonPeer>,
         pump: JoinHandle<()>,
         names: Arc<Mutex<HashMap<String, String>>>,
+    }
+
+    fn other_error(message: String) -> OpError {
+        OpError {
+            kind: "other".into(),
+            condition: None,
+            message: Some(message),
+            remote: None,
+        }
     }
 
     fn target_json(t: &TargetSpec) -> Json {
@@ -991,13 +1005,42 @@ mod python {
                     Ok(fields) => Ok(fields.get("result").cloned().unwrap_or(Json::Null)),
                     Err(f) => Err(map_failure(*f)),
                 },
-                Err(e) => Err(OpError {
-                    kind: "other".into(),
-                    condition: None,
-                    message: Some(e.to_string()),
-                    remote: None,
-                }),
+                Err(e) => Err(other_error(e.to_string())),
             }
+        }
+
+        /// Sends `n` notifications through the Python oslo.messaging notifier of service `from`
+        /// (one notifier per service, driver and topics, made on first use).
+        pub(super) async fn notify(
+            &self,
+            url: &str,
+            from: &str,
+            step: &NotifyStep,
+            topics: &[String],
+            n: usize,
+        ) -> Vec<Result<(), OpError>> {
+            let driver = if step.version == Some(1) { "v1" } else { "v2" };
+            let publisher = step.publisher.clone().unwrap_or_else(|| from.to_string());
+            let service = format!("{from}:notifier:{driver}:{}:{publisher}", topics.join(","));
+            let create = json!({"service": service, "url": url, "driver": driver,
+                                "topics": topics, "publisher_id": publisher});
+            if let Err(e) = self.peer.request_ok("notifier", create).await {
+                let msg = e.to_string();
+                if !msg.contains("already exists") {
+                    return vec![Err(other_error(msg)); n];
+                }
+            }
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                let req = json!({"service": service, "priority": step.priority,
+                                 "event_type": step.event_type, "payload": step.payload,
+                                 "ctxt": step.context});
+                out.push(match self.peer.request("notify", req).await {
+                    Ok(reply) => reply.into_result().map(|_| ()).map_err(|f| map_failure(*f)),
+                    Err(e) => Err(other_error(e.to_string())),
+                });
+            }
+            out
         }
 
         pub(super) async fn stop(self) {

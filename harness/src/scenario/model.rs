@@ -435,6 +435,10 @@ pub struct CastStep {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyStep {
+    /// Service whose transport sends (default: the harness client). A `python-oslo` service sends
+    /// through the Python oslo.messaging notifier.
+    #[serde(default)]
+    pub from: Option<String>,
     /// Publisher id.
     #[serde(default)]
     pub publisher: Option<String>,

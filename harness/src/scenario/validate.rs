@@ -412,6 +412,9 @@ pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
                 v.known(&format!("{p}.known_failures"), &c.known_failures);
             }
             Step::Notify(n) => {
+                if let Some(f) = &n.from {
+                    v.service_ref(&format!("{p}.from"), f, &names, false);
+                }
                 v.one_of(
                     &format!("{p}.priority"),
                     "priority",
