@@ -174,8 +174,15 @@ async fn run(args: RunArgs, templates: &Path) -> i32 {
                 file.display()
             );
         }
+        // On another broker than the scenario's own, a per-broker snapshot may hold what differs there.
+        let variant = broker_variant(&loaded, &opts);
         if result.report.error.is_none() && !args.no_snapshot {
-            match snapshot::check(file, &result.report.transcript, args.update && !failed) {
+            match snapshot::check_on(
+                file,
+                variant.as_deref(),
+                &result.report.transcript,
+                args.update && !failed,
+            ) {
                 Ok(snapshot::Check::Matches) => result.report.snapshot = SnapshotStatus::Matches,
                 Ok(snapshot::Check::Written(_)) => result.report.snapshot = SnapshotStatus::Updated,
                 Ok(snapshot::Check::Mismatch {
@@ -471,4 +478,21 @@ async fn peer_cmd(cmd: PeerCommand) -> i32 {
             }
         }
     }
+}
+
+/// The per-broker snapshot variant of a run (`embedded-router`, `rabbitmq-rabbitmq3`...) when the
+/// command line moved the scenario to another broker kind or flavour; `None` for its own broker and for
+/// `--url` runs. The backend is not part of it: transcripts do not depend on how a broker was started.
+fn broker_variant(loaded: &scenario::Loaded, opts: &RunOptions) -> Option<String> {
+    if opts.url.is_some() || (opts.broker.is_none() && opts.version.is_none()) {
+        return None;
+    }
+    let own = RunOptions {
+        templates_dir: opts.templates_dir.clone(),
+        ..RunOptions::default()
+    };
+    let (_, own) = runner::resolve_spec(loaded, &own).ok()?;
+    let (_, this) = runner::resolve_spec(loaded, opts).ok()?;
+    let (own, this) = (own.label(), this.label());
+    (own != this).then(|| this.replace(':', "-"))
 }

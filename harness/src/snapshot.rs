@@ -98,12 +98,50 @@ pub fn file_text(input_file: &str, contents: &str) -> String {
     )
 }
 
+/// Path of a scenario's per-broker snapshot, `<name>@<variant>.snap` (e.g. `notify@embedded-router.snap`).
+pub fn variant_path(scenario_file: &Path, variant: &str) -> PathBuf {
+    let variant: String = variant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    scenarios_root(scenario_file)
+        .join("snapshots")
+        .join(format!("{}@{variant}.snap", snapshot_name(scenario_file)))
+}
+
 /// Compares `transcript` with the snapshot of `scenario_file`; with `update` writes it instead.
 pub fn check(scenario_file: &Path, transcript: &str, update: bool) -> std::io::Result<Check> {
-    let path = snapshot_path(scenario_file);
+    check_on(scenario_file, None, transcript, update)
+}
+
+/// Like [`check`] for a run on another broker than the scenario's own (`variant`, e.g.
+/// `embedded-router`): the per-broker snapshot is used when it exists, else the scenario's snapshot,
+/// since most transcripts are the same on every broker. `update` and a mismatch's `.snap.new` go to the
+/// per-broker file, so a broker's differences never overwrite the scenario's own snapshot.
+pub fn check_on(
+    scenario_file: &Path,
+    variant: Option<&str>,
+    transcript: &str,
+    update: bool,
+) -> std::io::Result<Check> {
+    let own = snapshot_path(scenario_file);
+    let (path, compared) = match variant {
+        Some(v) => {
+            let p = variant_path(scenario_file, v);
+            let compared = if p.exists() { p.clone() } else { own };
+            (p, compared)
+        }
+        None => (own.clone(), own),
+    };
     let new_path = path.with_extension("snap.new");
     let input_file = input_file_name(scenario_file);
-    let old = read_contents(&path)?;
+    let old = read_contents(&compared)?;
     let new = normalize(transcript);
     if update {
         if let Some(dir) = path.parent() {
@@ -178,6 +216,37 @@ mod tests {
         assert_eq!(
             snapshot_path(Path::new("/x/scenarios/compat/a.yaml")),
             PathBuf::from("/x/scenarios/snapshots/compat__a.snap")
+        );
+    }
+
+    #[test]
+    fn other_broker_falls_back_then_gets_its_own_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scen = dir.path().join("scenarios");
+        std::fs::create_dir_all(&scen).expect("mkdir");
+        let file = scen.join("n.yaml");
+        check(&file, "same\n", true).expect("io");
+        // No per-broker snapshot: the scenario's own is used.
+        assert_eq!(
+            check_on(&file, Some("embedded-router"), "same\n", false).expect("io"),
+            Check::Matches
+        );
+        // A difference is written next to the per-broker name, never over the scenario's snapshot.
+        match check_on(&file, Some("embedded-router"), "other\n", false).expect("io") {
+            Check::Mismatch { new_path, .. } => {
+                assert!(new_path.ends_with("snapshots/n@embedded-router.snap.new"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        check_on(&file, Some("embedded-router"), "other\n", true).expect("io");
+        assert_eq!(
+            read_contents(&variant_path(&file, "embedded-router")).expect("io"),
+            Some("other".to_string())
+        );
+        assert_eq!(check(&file, "same\n", false).expect("io"), Check::Matches);
+        assert_eq!(
+            check_on(&file, Some("embedded-router"), "other\n", false).expect("io"),
+            Check::Matches
         );
     }
 
