@@ -92,30 +92,7 @@ pub fn resolve_spec(
             }
         }
     };
-    if backend == BackendKind::Embedded && kind != BrokerKind::Embedded {
-        // The embedded broker imitates the real one.
-        flavour = Some(embedded_flavour_for(kind).to_string());
-        kind = BrokerKind::Embedded;
-    }
-    if kind == BrokerKind::Embedded && flavour.is_none() {
-        flavour = Some("qpidd".into());
-    }
-    let mut spec = BrokerSpec::new(kind, opts.templates_dir.clone());
-    spec.flavour = flavour;
-    spec.version = b.version.clone();
-    spec.nodes = b.nodes.unwrap_or(1).max(1);
-    spec.users = b
-        .users
-        .iter()
-        .map(|u| User {
-            name: u.name.clone(),
-            password: u.password.clone(),
-        })
-        .collect();
-    spec.tls = b.tls;
-    spec.overrides = b.overrides.clone();
-    spec.image = b.image.clone();
-    spec.addressing = b.addressing.clone();
+    let mut spec = section_spec(b, kind, flavour, backend, &opts.templates_dir);
     if opts.version.is_some() {
         spec.version = opts.version.clone();
     }
@@ -174,13 +151,30 @@ pub fn notification_spec(
     backend: BackendKind,
     templates_dir: &Path,
 ) -> Result<BrokerSpec, String> {
-    let mut kind: BrokerKind = b
+    let kind: BrokerKind = b
         .kind
         .as_deref()
         .unwrap_or("embedded")
         .parse()
         .map_err(|e: backend::UnknownName| e.to_string())?;
-    let mut flavour = b.flavour.clone();
+    Ok(section_spec(
+        b,
+        kind,
+        b.flavour.clone(),
+        backend,
+        templates_dir,
+    ))
+}
+
+/// The broker spec of a scenario's broker section, once its kind and flavour are settled (the embedded
+/// backend imitates a real broker kind with the matching flavour).
+fn section_spec(
+    b: &crate::scenario::model::BrokerSection,
+    mut kind: BrokerKind,
+    mut flavour: Option<String>,
+    backend: BackendKind,
+    templates_dir: &Path,
+) -> BrokerSpec {
     if backend == BackendKind::Embedded && kind != BrokerKind::Embedded {
         flavour = Some(embedded_flavour_for(kind).to_string());
         kind = BrokerKind::Embedded;
@@ -204,7 +198,7 @@ pub fn notification_spec(
     spec.overrides = b.overrides.clone();
     spec.image = b.image.clone();
     spec.addressing = b.addressing.clone();
-    Ok(spec)
+    spec
 }
 
 /// Renders a service's `config:` template to INI text.
