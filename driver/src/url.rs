@@ -388,12 +388,43 @@ impl FromStr for TransportUrl {
 impl fmt::Display for TransportUrl {
     /// Round-trips through `FromStr`, except that passwords are shown as `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, false)
+    }
+}
+
+impl TransportUrl {
+    /// The URL text with its passwords in clear (percent-encoded), wrapped in a [`Secret`] so it can
+    /// only be printed on purpose: for configuration files a broker or service reads, never for logs.
+    pub fn expose(&self) -> Secret {
+        struct Clear<'a>(&'a TransportUrl);
+        impl fmt::Display for Clear<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write(f, true)
+            }
+        }
+        Secret::new(Clear(self).to_string())
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, clear: bool) -> fmt::Result {
         write!(f, "{}://", self.scheme)?;
         for (i, h) in self.hosts.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{h}")?;
+            match (&h.password, clear) {
+                (Some(p), true) => {
+                    if let Some(user) = &h.username {
+                        write!(f, "{}", utf8_percent_encode(user, USERINFO))?;
+                    }
+                    write!(
+                        f,
+                        ":{}@{}",
+                        utf8_percent_encode(p.expose(), USERINFO),
+                        h.authority()
+                    )?;
+                }
+                _ => write!(f, "{h}")?,
+            }
         }
         f.write_str("/")?;
         if let Some(vh) = &self.virtual_host {
@@ -433,6 +464,15 @@ mod tests {
 
     fn p(s: &str) -> TransportUrl {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn expose_round_trips_passwords_with_special_characters() {
+        let u = p("amqp://nova:p%2Fw%23d%40x@127.0.0.1:5672,b:c@h2:1/vh");
+        let clear = u.expose();
+        assert_eq!(clear.to_string(), "***");
+        assert_eq!(p(clear.expose()), u);
+        assert!(!u.to_string().contains("p%2Fw"));
     }
 
     #[test]
