@@ -42,6 +42,14 @@ pub enum AddressingMode {
 }
 
 impl AddressingMode {
+    /// Every mode, in the order documentation lists them.
+    pub const ALL: [AddressingMode; 4] = [
+        AddressingMode::Dynamic,
+        AddressingMode::Legacy,
+        AddressingMode::Routable,
+        AddressingMode::Rabbitmq,
+    ];
+
     /// The option value spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -87,6 +95,14 @@ pub enum ReplyMode {
 }
 
 impl ReplyMode {
+    /// Every mode, in the order documentation lists them.
+    pub const ALL: [ReplyMode; 4] = [
+        ReplyMode::Dynamic,
+        ReplyMode::Named,
+        ReplyMode::RabbitmqDirectReply,
+        ReplyMode::TemporaryQueue,
+    ];
+
     /// The option value spelling.
     pub fn as_str(self) -> &'static str {
         match self {
