@@ -3,6 +3,25 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use driver::url::TransportUrl;
+
+use crate::backend::BackendKind;
+use crate::brokers::BrokerChoice;
+
+fn parse_backend(s: &str) -> Result<BackendKind, String> {
+    s.parse()
+        .map_err(|e: crate::backend::UnknownName| e.to_string())
+}
+
+/// A transport URL whose query options are driver options; errors never quote the URL (it may hold a
+/// password).
+fn parse_url(s: &str) -> Result<TransportUrl, String> {
+    let url = TransportUrl::parse(s).map_err(|e| format!("invalid transport URL: {e}"))?;
+    driver::AmqpOptions::default()
+        .apply_query(&url)
+        .map_err(|e| format!("invalid option in the URL's query: {e}"))?;
+    Ok(url)
+}
 
 const LONG_ABOUT: &str = "Runs oslo.messaging AMQP 1.0 scenarios (YAML) against the embedded broker, local broker \
 processes or containers, records a deterministic transcript and checks it against scenarios/snapshots/<name>.snap.";
@@ -64,14 +83,14 @@ pub struct RunArgs {
     #[arg(value_name = "SCENARIO", required = true)]
     pub files: Vec<PathBuf>,
     /// Backend that starts the broker: embedded, process or container.
-    #[arg(long, value_name = "BACKEND")]
-    pub backend: Option<String>,
+    #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
+    pub backend: Option<BackendKind>,
     /// Broker to use instead of the scenario's: KIND[:FLAVOUR] (qpidd, embedded:router, rabbitmq...).
-    #[arg(long, value_name = "KIND[:FLAVOUR]")]
-    pub broker: Option<String>,
+    #[arg(long, value_name = "KIND[:FLAVOUR]", value_parser = BrokerChoice::parse)]
+    pub broker: Option<BrokerChoice>,
     /// Run against an already running broker at URL instead of starting one (fault steps are skipped).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["backend"])]
-    pub url: Option<String>,
+    #[arg(long, value_name = "URL", conflicts_with_all = ["backend"], value_parser = parse_url)]
+    pub url: Option<TransportUrl>,
     /// Set a scenario variable (repeatable); wins over the file and HARNESS_VAR_<NAME>.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
     pub vars: Vec<(String, String)>,
@@ -103,8 +122,8 @@ pub struct RenderArgs {
     pub vars: Vec<(String, String)>,
     /// Show the broker configuration files for KIND[:FLAVOUR] (qpidd, qdrouterd, rabbitmq), for the
     /// scenario's broker section when a scenario is given.
-    #[arg(long, value_name = "KIND[:FLAVOUR]")]
-    pub broker: Option<String>,
+    #[arg(long, value_name = "KIND[:FLAVOUR]", value_parser = BrokerChoice::parse)]
+    pub broker: Option<BrokerChoice>,
 }
 
 /// `harness broker ...`.
@@ -112,9 +131,9 @@ pub struct RenderArgs {
 pub enum BrokerCommand {
     /// Serve the embedded broker until Ctrl-C; prints its URL on one line.
     Serve {
-        /// qpidd, router or rabbitmq3.
-        #[arg(long, default_value = "qpidd")]
-        flavour: String,
+        /// The flavour (qpidd, router, rabbitmq3...).
+        #[arg(long, default_value = "qpidd", value_parser = crate::brokers::parse_flavour)]
+        flavour: crate::brokers::Flavour,
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 5672)]
         port: u16,

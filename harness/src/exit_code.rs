@@ -9,6 +9,9 @@
 //! | 4 | broker setup failed (backend unavailable, broker did not start or become ready) |
 //! | 5 | driver or runtime error (connection failed, a step errored unexpectedly) |
 //! | 6 | expectation or snapshot mismatch |
+//!
+//! When several scenarios run, the most severe code wins ([`combine`]): an internal error is never
+//! hidden behind a mismatch.
 
 /// Everything passed.
 pub const OK: i32 = 0;
@@ -34,3 +37,25 @@ pub const HELP_TABLE: &str = "Exit codes:
   4  broker setup failed
   5  driver/runtime error
   6  expectation or snapshot mismatch";
+
+/// The more severe of two exit codes: any failure beats 0, and among failures the lower number wins
+/// (1 internal beats 3 invalid beats 4 setup beats 5 runtime beats 6 mismatch).
+pub fn combine(a: i32, b: i32) -> i32 {
+    match (a, b) {
+        (OK, x) | (x, OK) => x,
+        (x, y) => x.min(y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_severe_wins() {
+        assert_eq!(combine(OK, MISMATCH), MISMATCH);
+        assert_eq!(combine(MISMATCH, INTERNAL), INTERNAL);
+        assert_eq!(combine(RUNTIME, BROKER_SETUP), BROKER_SETUP);
+        assert_eq!(combine(OK, OK), OK);
+    }
+}

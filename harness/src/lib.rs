@@ -24,13 +24,15 @@ macro_rules! out {
 pub mod app;
 pub mod backend;
 pub mod bench;
+pub mod brokers;
 pub mod cli;
 pub mod exit_code;
-pub mod matrix;
 pub mod peer;
+pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod secret;
 pub mod snapshot;
 pub mod templates;
 pub mod transcript;

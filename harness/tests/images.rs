@@ -9,7 +9,8 @@ use harness::backend::container::{
     docker_available, image_exists, render_image, ContainerBackend, EMBEDDED_IMAGE,
     IMAGE_TEMPLATES, RABBITMQ_OFFLINE_IMAGE,
 };
-use harness::backend::{wait_ready, Backend, BrokerKind, BrokerSpec, User};
+use harness::backend::{wait_ready, Backend, BrokerSpec, Probe, User};
+use harness::brokers::BrokerChoice;
 
 fn templates_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates")
@@ -102,6 +103,13 @@ static RABBITMQ_CONTAINERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_n
 
 /// Skips (with the reason on stderr) when docker or the image is not here; CI builds the images first
 /// and sets `AMQP1_RIG_REQUIRE_BROKERS=1`, which turns a skip into a failure.
+fn spec_of(choice: &str) -> BrokerSpec {
+    BrokerSpec::new(
+        BrokerChoice::parse(choice).expect("broker choice"),
+        templates_dir(),
+    )
+}
+
 fn can_run(image: &str) -> bool {
     let why = match docker_available() {
         Err(e) => e.to_string(),
@@ -124,7 +132,7 @@ async fn container_rabbitmq_lifecycle() {
     if !can_run(RABBITMQ_OFFLINE_IMAGE) {
         return;
     }
-    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir());
+    let mut spec = spec_of("rabbitmq");
     spec.users.push(User {
         name: "rig".into(),
         password: "s3cret-pass".into(),
@@ -140,18 +148,22 @@ async fn container_rabbitmq_lifecycle() {
         t0.elapsed()
     );
     let node = handle.node("node0").expect("node0");
-    let url = node.url();
-    assert!(
-        url.starts_with("amqp://rig:s3cret-pass@127.0.0.1:"),
-        "url shape"
-    );
-    wait_ready(&url, Duration::from_secs(20))
+    let url = handle.transport_url(spec.client_user());
+    assert_eq!(url.hosts[0].username.as_deref(), Some("rig"));
+    let probe = Probe::first_host(&url, false).expect("host");
+    wait_ready(&probe, Duration::from_secs(20))
         .await
         .expect("AMQP open with the user");
     // a wrong password is refused, so the user really is configured
-    let bad = url.replace("s3cret-pass", "wrong");
+    let mut bad = url.clone();
+    bad.hosts[0].password = Some("wrong".into());
     assert!(
-        wait_ready(&bad, Duration::from_secs(3)).await.is_err(),
+        wait_ready(
+            &Probe::first_host(&bad, false).expect("host"),
+            Duration::from_secs(3)
+        )
+        .await
+        .is_err(),
         "wrong password accepted"
     );
     assert!(
@@ -162,17 +174,17 @@ async fn container_rabbitmq_lifecycle() {
 
     node.pause().await.expect("docker pause");
     assert!(
-        wait_ready(&url, Duration::from_secs(3)).await.is_err(),
+        wait_ready(&probe, Duration::from_secs(3)).await.is_err(),
         "paused broker answered"
     );
     node.resume().await.expect("docker unpause");
-    wait_ready(&url, Duration::from_secs(20))
+    wait_ready(&probe, Duration::from_secs(20))
         .await
         .expect("ready after resume");
 
     node.kill().await.expect("kill");
     assert!(
-        wait_ready(&url, Duration::from_secs(2)).await.is_err(),
+        wait_ready(&probe, Duration::from_secs(2)).await.is_err(),
         "killed broker answered"
     );
     let t1 = Instant::now();
@@ -181,7 +193,7 @@ async fn container_rabbitmq_lifecycle() {
         .expect("restart within 180 s")
         .expect("restart");
     eprintln!("container restart to ready: {:?}", t1.elapsed());
-    wait_ready(&url, Duration::from_secs(20))
+    wait_ready(&probe, Duration::from_secs(20))
         .await
         .expect("ready after restart");
 
@@ -220,8 +232,7 @@ async fn container_embedded_broker_ready() {
     if !can_run(EMBEDDED_IMAGE) {
         return;
     }
-    let mut spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
-    spec.flavour = Some("router".into());
+    let spec = spec_of("embedded:router");
     let backend = ContainerBackend::default();
     let t0 = Instant::now();
     let handle = tokio::time::timeout(Duration::from_secs(120), backend.start(&spec))
@@ -233,7 +244,7 @@ async fn container_embedded_broker_ready() {
         t0.elapsed()
     );
     let node = handle.node("node0").expect("node0");
-    wait_ready(&node.url(), Duration::from_secs(20))
+    wait_ready(&Probe::local(node.port(), None), Duration::from_secs(20))
         .await
         .expect("AMQP open");
     assert!(node.product().contains("router"), "{}", node.product());
@@ -255,7 +266,7 @@ async fn rpc_scenario_through_embedded_broker_container() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let file = root.join("scenarios/rpc.yaml");
     let loaded = harness::scenario::load_file(&file, &[], &[]).expect("rpc.yaml loads");
-    let spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
+    let spec = spec_of("embedded");
     let handle = tokio::time::timeout(
         Duration::from_secs(120),
         ContainerBackend::default().start(&spec),
@@ -263,24 +274,19 @@ async fn rpc_scenario_through_embedded_broker_container() {
     .await
     .expect("start within 120 s")
     .expect("embedded-broker container starts");
-    let opts = harness::runner::RunOptions {
-        backend: None,
-        broker: None,
-        url: Some(handle.transport_url()),
-        templates_dir: templates_dir(),
-        version: None,
-        image: None,
+    let overrides = harness::plan::Overrides {
+        url: Some(handle.transport_url(None)),
+        ..Default::default()
     };
-    let term = harness::report::terminal::Terminal::new();
-    let result = tokio::time::timeout(
+    let plan = harness::plan::plan(&loaded, &overrides, templates_dir()).expect("plan");
+    let r = tokio::time::timeout(
         Duration::from_secs(300),
-        harness::runner::run(&loaded, &opts, &term),
+        harness::runner::run(&plan, &harness::report::events::Silent),
     )
     .await
     .expect("scenario within 300 s");
     let logs = handle.nodes[0].logs();
     handle.stop().await;
-    let r = result.report;
     assert!(r.error.is_none(), "scenario error: {:?}", r.error);
     let failures: Vec<String> = r
         .failures()
@@ -361,23 +367,23 @@ async fn time_to_first_ready_by_backend() {
     let mut cases: Vec<(&str, Box<dyn Backend>, BrokerSpec)> = vec![(
         "embedded qpidd (in process)",
         Box::new(EmbeddedBackend),
-        BrokerSpec::new(BrokerKind::Embedded, templates_dir()),
+        spec_of("embedded"),
     )];
     if ProcessBackend::new()
-        .available(BrokerKind::Rabbitmq)
+        .available(&spec_of("rabbitmq"))
         .is_ok()
     {
         cases.push((
             "process rabbitmq-server",
             Box::new(ProcessBackend::new()),
-            BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir()),
+            spec_of("rabbitmq"),
         ));
     }
     if can_run(EMBEDDED_IMAGE) {
         cases.push((
             "container amqp1-rig/embedded-broker",
             Box::new(ContainerBackend::default()),
-            BrokerSpec::new(BrokerKind::Embedded, templates_dir()),
+            spec_of("embedded"),
         ));
     }
     let _one_at_a_time = RABBITMQ_CONTAINERS.lock().await;
@@ -385,7 +391,7 @@ async fn time_to_first_ready_by_backend() {
         cases.push((
             "container amqp1-rig/rabbitmq:3.10",
             Box::new(ContainerBackend::default()),
-            BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir()),
+            spec_of("rabbitmq"),
         ));
     }
     for (label, backend, spec) in cases {
@@ -395,9 +401,13 @@ async fn time_to_first_ready_by_backend() {
             .unwrap_or_else(|_| panic!("{label}: start within 180 s"))
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         let elapsed = t0.elapsed();
-        wait_ready(&handle.transport_url(), Duration::from_secs(20))
-            .await
-            .unwrap_or_else(|e| panic!("{label}: not ready after start: {e}"));
+        let url = handle.transport_url(spec.client_user());
+        wait_ready(
+            &Probe::first_host(&url, false).expect("host"),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{label}: not ready after start: {e}"));
         eprintln!("time to first ready broker: {label}: {elapsed:?}");
         handle.stop().await;
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use harness::backend::process::{ProcessBackend, ProcessNode};
 use harness::backend::{
-    wait_ready, Backend, BackendError, BrokerKind, BrokerNode, BrokerSpec, User,
+    wait_ready, Backend, BackendError, BrokerKind, BrokerNode, BrokerSpec, Probe, User,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -25,7 +25,10 @@ fn backend() -> ProcessBackend {
 /// Whether Debian's rabbitmq-server is installed; CI installs it and sets
 /// `AMQP1_RIG_REQUIRE_BROKERS=1`, which turns a skip into a failure.
 fn rabbitmq_here() -> bool {
-    let Err(why) = backend().available(BrokerKind::Rabbitmq) else {
+    let Err(why) = backend().available(&BrokerSpec::new(
+        BrokerKind::Rabbitmq.into(),
+        templates_dir(),
+    )) else {
         return true;
     };
     if std::env::var_os("AMQP1_RIG_REQUIRE_BROKERS").is_some_and(|v| v != "0") {
@@ -33,6 +36,23 @@ fn rabbitmq_here() -> bool {
     }
     eprintln!("skipped: {why}");
     false
+}
+
+/// The transport URL of `nodes` with `spec`'s first user, as clients get it.
+fn nodes_url(nodes: &[ProcessNode], spec: &BrokerSpec) -> driver::url::TransportUrl {
+    let mut url = driver::url::TransportUrl::default();
+    url.hosts = nodes
+        .iter()
+        .map(|n| {
+            let mut h = driver::url::HostSpec::new("127.0.0.1", n.port());
+            if let Some(u) = spec.users.first() {
+                h.username = Some(u.name.clone());
+                h.password = Some(u.password.clone());
+            }
+            h
+        })
+        .collect();
+    url
 }
 
 fn alive(pid: u32) -> bool {
@@ -73,8 +93,7 @@ async fn start(spec: &BrokerSpec) -> Vec<ProcessNode> {
 
 #[tokio::test]
 async fn embedded_as_process_ready_faults_and_cleanup() {
-    let mut spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
-    spec.flavour = Some("qpidd".into());
+    let mut spec = BrokerSpec::new(BrokerKind::Embedded.into(), templates_dir());
     spec.nodes = 2;
     let t0 = Instant::now();
     let nodes = start(&spec).await;
@@ -83,7 +102,7 @@ async fn embedded_as_process_ready_faults_and_cleanup() {
         t0.elapsed().as_secs_f64()
     );
     assert_eq!(nodes.len(), 2);
-    assert_ne!(nodes[0].url(), nodes[1].url());
+    assert_ne!(nodes[0].port(), nodes[1].port());
     assert_eq!(nodes[0].name(), "node0");
     assert_eq!(nodes[0].product(), "embedded qpidd (process)");
     assert!(
@@ -94,7 +113,7 @@ async fn embedded_as_process_ready_faults_and_cleanup() {
 
     let n = &nodes[0];
     let port = n.layout().port;
-    let url = n.url();
+    let url = Probe::local(port, None);
 
     // pause: the socket accepts (kernel backlog) but no AMQP Open completes.
     n.pause().await.expect("pause");
@@ -135,17 +154,26 @@ async fn embedded_as_process_ready_faults_and_cleanup() {
 
 #[tokio::test]
 async fn a_broker_that_exits_reports_its_output() {
-    let mut spec = BrokerSpec::new(BrokerKind::Embedded, templates_dir());
-    spec.flavour = Some("no-such-flavour".into());
-    let err = tokio::time::timeout(T, backend().start_nodes(&spec))
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("qpidd");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"fake qpidd: unknown option no-such-option\" >&2\nexit 3\n",
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let spec = BrokerSpec::new(BrokerKind::Qpidd.into(), templates_dir());
+    let b = ProcessBackend::new().with_binary(BrokerKind::Qpidd, &script);
+    let err = tokio::time::timeout(T, b.start_nodes(&spec))
         .await
         .expect("fails within the timeout")
-        .expect_err("an unknown flavour cannot start");
+        .expect_err("a broker that exits cannot start");
     let msg = err.to_string();
     assert!(matches!(err, BackendError::Start { .. }), "{msg}");
     assert!(msg.contains("exited with"), "{msg}");
     assert!(
-        msg.contains("no-such-flavour"),
+        msg.contains("no-such-option"),
         "broker output missing: {msg}"
     );
 }
@@ -166,7 +194,7 @@ async fn a_broker_that_never_gets_ready_times_out_with_its_log_and_is_killed() {
     .expect("write script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let mut spec = BrokerSpec::new(BrokerKind::Qpidd, templates_dir());
+    let mut spec = BrokerSpec::new(BrokerKind::Qpidd.into(), templates_dir());
     spec.overrides.insert("ready_timeout".into(), "2".into());
     let b = ProcessBackend::new().with_binary(BrokerKind::Qpidd, &script);
     let err = tokio::time::timeout(T, b.start_nodes(&spec))
@@ -189,7 +217,7 @@ async fn a_broker_that_never_gets_ready_times_out_with_its_log_and_is_killed() {
 
 #[tokio::test]
 async fn missing_binaries_are_reported_not_panicked() {
-    let spec = BrokerSpec::new(BrokerKind::Qdrouterd, templates_dir());
+    let spec = BrokerSpec::new(BrokerKind::Qdrouterd.into(), templates_dir());
     let b = ProcessBackend::new().with_binary(BrokerKind::Qdrouterd, "/nonexistent/qdrouterd");
     let msg = b
         .start_nodes(&spec)
@@ -207,7 +235,7 @@ async fn rabbitmq_private_node() {
     if !rabbitmq_here() {
         return;
     }
-    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir());
+    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq.into(), templates_dir());
     spec.users = vec![User {
         name: "rig".into(),
         password: "s3cret:/@".into(),
@@ -220,10 +248,12 @@ async fn rabbitmq_private_node() {
     eprintln!("rabbitmq: ready in {:.2} s", t0.elapsed().as_secs_f64());
     let n = &nodes[0];
     assert_eq!(n.product(), "rabbitmq");
-    let url = n.url();
+    let url = nodes_url(&nodes, &spec);
     assert!(
-        url.starts_with("amqp://rig:s3cret%3A%2F%40@127.0.0.1:"),
-        "{url}"
+        url.expose()
+            .expose()
+            .starts_with("amqp://rig:s3cret%3A%2F%40@127.0.0.1:"),
+        "the URL encodes the password"
     );
     // The AMQP listener opens a moment before the broker logs that its start-up is complete.
     let mut logs = n.logs();
@@ -257,7 +287,14 @@ async fn rabbitmq_private_node() {
             Duration::from_secs(180),
             tokio::process::Command::new(env!("CARGO_BIN_EXE_harness"))
                 .current_dir(&root)
-                .args(["run", "-v", "--no-snapshot", "--url", &url, scenario])
+                .args([
+                    "run",
+                    "-v",
+                    "--no-snapshot",
+                    "--url",
+                    url.expose().expose(),
+                    scenario,
+                ])
                 .kill_on_drop(true)
                 .output(),
         )
@@ -291,7 +328,13 @@ async fn rabbitmq_private_node() {
     }
 
     // Wrong credentials are refused: the node really authenticates (no guest, no anonymous).
-    let bad = format!("amqp://rig:wrong@127.0.0.1:{}", n.layout().port);
+    let bad = Probe::local(
+        n.layout().port,
+        Some(&User {
+            name: "rig".into(),
+            password: "wrong".into(),
+        }),
+    );
     assert!(wait_ready(&bad, Duration::from_secs(2)).await.is_err());
 
     n.drop_connections().await.expect("close_all_connections");
@@ -309,7 +352,7 @@ async fn rabbitmq_private_node() {
         .expect("restart in time")
         .expect("restart");
     eprintln!("rabbitmq: restarted in {:.2} s", t1.elapsed().as_secs_f64());
-    assert_eq!(n.url(), url, "restart keeps the port");
+    assert_eq!(nodes_url(&nodes, &spec), url, "restart keeps the port");
 
     let pid = n.pid().expect("running");
     tokio::time::timeout(Duration::from_secs(60), n.stop())
@@ -331,7 +374,7 @@ async fn rabbitmq_two_nodes_failover_pair() {
     if !rabbitmq_here() {
         return;
     }
-    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq, templates_dir());
+    let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq.into(), templates_dir());
     spec.nodes = 2;
     let t0 = Instant::now();
     let handle = tokio::time::timeout(Duration::from_secs(180), backend().start(&spec))
@@ -342,36 +385,25 @@ async fn rabbitmq_two_nodes_failover_pair() {
         "rabbitmq: 2 nodes ready in {:.2} s",
         t0.elapsed().as_secs_f64()
     );
-    let url = handle.transport_url();
-    let hosts: Vec<&str> = url
-        .trim_start_matches("amqp://")
-        .trim_end_matches('/')
-        .split(',')
-        .collect();
-    assert_eq!(hosts.len(), 2, "{url}");
-    assert_ne!(hosts[0], hosts[1]);
+    let url = handle.transport_url(None);
+    assert_eq!(url.hosts.len(), 2, "{url}");
+    assert_ne!(url.hosts[0], url.hosts[1]);
     for n in &handle.nodes {
-        wait_ready(&n.url(), T).await.expect("each node answers");
+        wait_ready(&Probe::local(n.port(), None), T)
+            .await
+            .expect("each node answers");
     }
     // Killing node0 leaves node1 serving.
     handle.nodes[0].kill().await.expect("kill node0");
-    wait_ready(&handle.nodes[1].url(), T)
+    wait_ready(&Probe::local(handle.nodes[1].port(), None), T)
         .await
         .expect("node1 still serves");
-    let port0: u16 = hosts[0]
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port0: u16 = url.hosts[0].port;
     assert!(refused(port0).await);
     tokio::time::timeout(Duration::from_secs(90), handle.stop())
         .await
         .expect("stop in time");
-    let port1: u16 = hosts[1]
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port1: u16 = url.hosts[1].port;
     assert!(refused(port1).await);
 }
 
@@ -417,7 +449,7 @@ async fn qpidd_and_qdrouterd_code_path_with_shim_binaries() {
         .with_binary(BrokerKind::Qdrouterd, &qdrouterd);
 
     // qpidd with a SASL user: saslpasswd2 builds the database next to the rendered sasl2/qpidd.conf.
-    let mut spec = BrokerSpec::new(BrokerKind::Qpidd, templates_dir());
+    let mut spec = BrokerSpec::new(BrokerKind::Qpidd.into(), templates_dir());
     spec.users = vec![User {
         name: "stackqpid".into(),
         password: "secretqpid".into(),
@@ -447,7 +479,9 @@ async fn qpidd_and_qdrouterd_code_path_with_shim_binaries() {
     assert_eq!(mode, 0o600, "configs may hold secrets");
     if have_saslpasswd2 {
         assert!(n.dir().join("sasl2/qpidd.sasldb").exists());
-        assert!(n.url().starts_with("amqp://stackqpid:secretqpid@"));
+        wait_ready(&Probe::local(n.port(), spec.users.first()), T)
+            .await
+            .expect("the SASL user is accepted");
     }
     assert!(n.logs().contains("qpidd shim: config"), "{}", n.logs());
     let (pid, dir) = (n.pid().expect("running"), n.dir().to_path_buf());
@@ -459,7 +493,7 @@ async fn qpidd_and_qdrouterd_code_path_with_shim_binaries() {
     assert!(!dir.exists());
 
     // qdrouterd with a notification link route to a broker (qpid-dual shape).
-    let mut spec = BrokerSpec::new(BrokerKind::Qdrouterd, templates_dir());
+    let mut spec = BrokerSpec::new(BrokerKind::Qdrouterd.into(), templates_dir());
     spec.overrides
         .insert("notify_link_route".into(), "127.0.0.1:5673".into());
     let nodes = tokio::time::timeout(T, b.start_nodes(&spec))
@@ -469,7 +503,7 @@ async fn qpidd_and_qdrouterd_code_path_with_shim_binaries() {
     let conf = std::fs::read_to_string(nodes[0].dir().join("qdrouterd.conf")).expect("written");
     assert!(conf.contains("linkRoute {"), "{conf}");
     assert!(nodes[0].logs().contains("qdrouterd shim: config"));
-    wait_ready(&nodes[0].url(), T)
+    wait_ready(&Probe::local(nodes[0].port(), None), T)
         .await
         .expect("router answers");
 }

@@ -8,8 +8,9 @@
 use std::path::Path;
 
 use harness::backend::BackendKind;
-use harness::report::terminal::Terminal;
-use harness::runner::{self, RunOptions};
+use harness::plan::{self, Overrides};
+use harness::report::events::Silent;
+use harness::runner;
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,23 +27,20 @@ fn run_one(path: &Path) {
     let rel = path.strip_prefix(workspace()).unwrap_or(path).to_path_buf();
     let loaded = harness::scenario::load_file(path, &[], &[])
         .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
-    let opts = RunOptions {
+    let overrides = Overrides {
         backend: Some(BackendKind::Embedded),
-        broker: None,
-        url: None,
-        templates_dir: workspace().join("templates"),
-        version: None,
-        image: None,
+        ..Overrides::default()
     };
-    let result = rt.block_on(async {
+    let plan = plan::plan(&loaded, &overrides, workspace().join("templates"))
+        .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+    let report = rt.block_on(async {
         tokio::time::timeout(
             std::time::Duration::from_secs(120),
-            runner::run(&loaded, &opts, &Terminal::new()),
+            runner::run(&plan, &Silent),
         )
         .await
         .unwrap_or_else(|_| panic!("{} did not finish within 120 s", rel.display()))
     });
-    let report = result.report;
     assert!(
         report.error.is_none(),
         "{}: {:?}",

@@ -15,7 +15,7 @@ fn templates_dir() -> PathBuf {
 }
 
 fn spec(kind: BrokerKind) -> BrokerSpec {
-    BrokerSpec::new(kind, templates_dir())
+    BrokerSpec::new(kind.into(), templates_dir())
 }
 
 fn users() -> Vec<User> {
@@ -32,7 +32,7 @@ fn users() -> Vec<User> {
 }
 
 fn render(spec: &BrokerSpec, index: usize) -> Vec<RenderedFile> {
-    render_files(spec, &NodeLayout::preview(spec.kind, index)).expect("templates render")
+    render_files(spec, &NodeLayout::preview(spec.kind(), index)).expect("templates render")
 }
 
 fn snap(name: &str, files: &[RenderedFile]) {
@@ -170,7 +170,7 @@ fn user_templates_dir_is_used_as_data() {
         "port={{ port }}\n{% for p in queue_patterns %}queue-patterns={{ p }}\n{% endfor %}",
     )
     .expect("write");
-    let s = BrokerSpec::new(BrokerKind::Qpidd, dir.path());
+    let s = BrokerSpec::new(BrokerKind::Qpidd.into(), dir.path());
     let files = render_files(&s, &NodeLayout::preview(BrokerKind::Qpidd, 0)).expect("renders");
     assert_eq!(
         files,
@@ -190,7 +190,7 @@ fn template_errors_name_the_template_and_the_variable() {
         "listeners.tcp.default = {{ no_such_var }}\n",
     )
     .expect("write");
-    let s = BrokerSpec::new(BrokerKind::Rabbitmq, dir.path());
+    let s = BrokerSpec::new(BrokerKind::Rabbitmq.into(), dir.path());
     let err = render_files(&s, &NodeLayout::preview(BrokerKind::Rabbitmq, 0))
         .expect_err("undefined variable");
     let msg = err.to_string();
@@ -198,7 +198,7 @@ fn template_errors_name_the_template_and_the_variable() {
     assert!(msg.contains("no_such_var"), "{msg}");
 
     let empty = tempfile::tempdir().expect("tempdir");
-    let s = BrokerSpec::new(BrokerKind::Qdrouterd, empty.path());
+    let s = BrokerSpec::new(BrokerKind::Qdrouterd.into(), empty.path());
     let msg = render_files(&s, &NodeLayout::preview(BrokerKind::Qdrouterd, 0))
         .expect_err("no templates")
         .to_string();

@@ -46,9 +46,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use super::{
-    free_port, log_tail, wait_ready, Backend, BackendError, BoxFuture, BrokerHandle, BrokerKind,
-    BrokerNode, BrokerSpec,
+    free_port, log_tail, Backend, BackendError, BoxFuture, BrokerHandle, BrokerKind, BrokerNode,
+    BrokerSpec,
 };
+use crate::brokers::Version;
 
 /// Label put on every container the harness starts (and on the images it builds).
 pub const LABEL: &str = "amqp1-rig";
@@ -502,30 +503,20 @@ pub fn image_for(spec: &BrokerSpec) -> (String, String) {
             "it is the image named by the scenario or --image".to_string(),
         );
     }
-    let flavour = spec.flavour.as_deref().unwrap_or("");
-    // `rabbitmq:4.2` / `artemis:2.37.0`: a flavour that is a version number picks the image tag
-    let version = match spec.version.as_deref() {
-        Some(v) => v,
-        None if flavour.starts_with(|c: char| c.is_ascii_digit()) => flavour,
-        None => "",
-    };
-    let t = match spec.kind {
+    let version = spec.version().map(ToString::to_string).unwrap_or_default();
+    let t = match spec.kind() {
         BrokerKind::Embedded => image_template("embedded"),
         BrokerKind::Rabbitmq => {
-            if version.starts_with("3.13") || flavour == "rabbitmq3.13" {
+            if version.starts_with("3.13") {
                 image_template("rabbitmq-3.13")
-            } else if version.starts_with('4') || flavour == "rabbitmq4" {
+            } else if version.starts_with('4') {
                 image_template("rabbitmq-4")
             } else {
                 image_template("debian-rabbitmq")
             }
         }
         BrokerKind::Qpidd => {
-            let distro = if flavour.is_empty() {
-                "ubuntu-focal"
-            } else {
-                flavour
-            };
+            let distro = spec.distro().unwrap_or("ubuntu-focal");
             image_template(&format!("qpidd-{distro}"))
                 .or_else(|| image_template("qpidd-ubuntu-focal"))
         }
@@ -545,7 +536,7 @@ pub fn image_for(spec: &BrokerSpec) -> (String, String) {
             (image, from_template(t))
         }
         None => (
-            format!("amqp1-rig/{}", spec.kind),
+            format!("amqp1-rig/{}", spec.kind()),
             "no template builds it".to_string(),
         ),
     }
@@ -556,10 +547,17 @@ impl Backend for ContainerBackend {
         "container"
     }
 
-    fn available(&self, kind: BrokerKind) -> Result<(), String> {
+    fn detect_version(&self, spec: &BrokerSpec) -> Option<Version> {
+        let (image, _) = image_for(spec);
+        image
+            .rsplit_once(':')
+            .and_then(|(_, tag)| Version::parse(tag))
+            .filter(|_| spec.kind() != BrokerKind::Embedded)
+    }
+
+    fn available(&self, spec: &BrokerSpec) -> Result<(), String> {
         docker_available().map_err(|e| e.0)?;
-        let spec = BrokerSpec::new(kind, "templates");
-        let (image, how) = image_for(&spec);
+        let (image, how) = image_for(spec);
         if image_exists(&image) {
             Ok(())
         } else {
@@ -615,16 +613,16 @@ impl Backend for ContainerBackend {
 fn container_env(spec: &BrokerSpec) -> Vec<(String, String)> {
     let mut env = Vec::new();
     let user = spec.users.first();
-    match spec.kind {
+    match spec.kind() {
         BrokerKind::Embedded => {
             env.push((
                 "FLAVOUR".to_string(),
-                spec.flavour.clone().unwrap_or_else(|| "qpidd".to_string()),
+                spec.flavour().unwrap_or_default().to_string(),
             ));
             let args: Vec<String> = spec
                 .users
                 .iter()
-                .map(|u| format!("--user {}:{}", u.name, u.password))
+                .map(|u| format!("--user {}:{}", u.name, u.password.expose()))
                 .collect();
             env.push(("BROKER_ARGS".to_string(), args.join(" ")));
         }
@@ -632,43 +630,43 @@ fn container_env(spec: &BrokerSpec) -> Vec<(String, String)> {
             if let Some(u) = user {
                 // offline image and official image
                 env.push(("RABBITMQ_USER".to_string(), u.name.clone()));
-                env.push(("RABBITMQ_PASS".to_string(), u.password.clone()));
+                env.push(("RABBITMQ_PASS".to_string(), u.password.expose().to_string()));
                 env.push(("RABBITMQ_DEFAULT_USER".to_string(), u.name.clone()));
-                env.push(("RABBITMQ_DEFAULT_PASS".to_string(), u.password.clone()));
+                env.push((
+                    "RABBITMQ_DEFAULT_PASS".to_string(),
+                    u.password.expose().to_string(),
+                ));
             }
         }
         BrokerKind::Qpidd => {
             if let Some(u) = user {
                 env.push(("QPIDD_USER".to_string(), u.name.clone()));
-                env.push(("QPIDD_PASSWORD".to_string(), u.password.clone()));
+                env.push((
+                    "QPIDD_PASSWORD".to_string(),
+                    u.password.expose().to_string(),
+                ));
             }
         }
         BrokerKind::Qdrouterd => {
             if let Some(u) = user {
                 env.push(("QDROUTERD_USER".to_string(), u.name.clone()));
-                env.push(("QDROUTERD_PASSWORD".to_string(), u.password.clone()));
+                env.push((
+                    "QDROUTERD_PASSWORD".to_string(),
+                    u.password.expose().to_string(),
+                ));
             }
         }
         BrokerKind::Artemis => {
             if let Some(u) = user {
                 env.push(("ARTEMIS_USER".to_string(), u.name.clone()));
-                env.push(("ARTEMIS_PASSWORD".to_string(), u.password.clone()));
+                env.push((
+                    "ARTEMIS_PASSWORD".to_string(),
+                    u.password.expose().to_string(),
+                ));
             }
         }
     }
     env
-}
-
-fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// One broker node running in a container.
@@ -677,7 +675,8 @@ pub struct ContainerNode {
     id: String,
     image: String,
     product: String,
-    url: String,
+    port: u16,
+    user: Option<super::User>,
     ready_timeout: Duration,
     logs: Arc<Mutex<String>>,
     followers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -708,7 +707,7 @@ impl ContainerNode {
         let env_dir = tempfile::tempdir()?;
         let env_file: PathBuf = env_dir.path().join("env");
         let mut env = container_env(spec);
-        if spec.kind == BrokerKind::Embedded {
+        if spec.kind() == BrokerKind::Embedded {
             env.push(("PORT".to_string(), port.to_string()));
         }
         let env_text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -716,14 +715,14 @@ impl ContainerNode {
         let container_name = format!("amqp1-rig-{run}-{name}");
         // The embedded broker binds 127.0.0.1 only, so its container shares the host's network and
         // listens on the host's loopback; every other image publishes 5672 on 127.0.0.1 of the host.
-        let host_network = spec.kind == BrokerKind::Embedded;
+        let host_network = spec.kind() == BrokerKind::Embedded;
         let (net_flag, net_value) = if host_network {
             ("--network", "host".to_string())
         } else {
             ("-p", format!("127.0.0.1:{port}:{CONTAINER_AMQP_PORT}"))
         };
         let owner = format!("{OWNER_LABEL}={}", std::process::id());
-        let kind_label = format!("{LABEL}.broker={}", spec.kind);
+        let kind_label = format!("{LABEL}.broker={}", spec.kind());
         let env_arg = env_file.display().to_string();
         let label = format!("{LABEL}=1");
         let args = [
@@ -786,18 +785,10 @@ impl ContainerNode {
         docker(&["start", &id])
             .await
             .map_err(|e| fail(format!("docker start {image}: {e}")))?;
-        let url = match spec.users.first() {
-            Some(u) => format!(
-                "amqp://{}:{}@127.0.0.1:{port}",
-                url_escape(&u.name),
-                url_escape(&u.password)
-            ),
-            None => format!("amqp://127.0.0.1:{port}"),
-        };
-        let product = match spec.kind {
+        let product = match spec.kind() {
             BrokerKind::Embedded => format!(
                 "embedded {} (container)",
-                spec.flavour.as_deref().unwrap_or("qpidd")
+                spec.flavour().unwrap_or_default()
             ),
             other => other.to_string(),
         };
@@ -806,7 +797,8 @@ impl ContainerNode {
             id,
             image: image.to_string(),
             product,
-            url,
+            port,
+            user: spec.users.first().cloned(),
             ready_timeout,
             logs: Arc::new(Mutex::new(String::new())),
             followers: Mutex::new(Vec::new()),
@@ -866,8 +858,8 @@ impl ContainerNode {
     }
 
     async fn wait_ready(&self) -> Result<(), BackendError> {
-        let url = self.url.clone();
-        match wait_ready(&url, self.ready_timeout).await {
+        let probe = super::Probe::local(self.port, self.user.as_ref());
+        match super::wait_ready(&probe, self.ready_timeout).await {
             Ok(()) => Ok(()),
             Err(reason) => {
                 let state = docker(&["inspect", "--format", "{{.State.Status}}", &self.id])
@@ -875,7 +867,7 @@ impl ContainerNode {
                     .unwrap_or_else(|e| e);
                 let logs = docker_logs_now(&self.id).await;
                 Err(BackendError::NotReady {
-                    url: redact(&url),
+                    url: format!("amqp://127.0.0.1:{}", self.port),
                     reason: format!("{reason} (container {state})"),
                     log_tail: log_tail(&logs, 20),
                 })
@@ -959,13 +951,6 @@ async fn pump(r: impl AsyncRead + Unpin, buf: &Mutex<String>) {
     }
 }
 
-fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
-
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -990,8 +975,8 @@ impl BrokerNode for ContainerNode {
         &self.name
     }
 
-    fn url(&self) -> String {
-        self.url.clone()
+    fn port(&self) -> u16 {
+        self.port
     }
 
     fn product(&self) -> String {
@@ -1091,6 +1076,7 @@ impl Drop for ContainerNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::brokers::BrokerChoice;
 
     #[test]
     fn every_template_is_listed_once() {
@@ -1102,28 +1088,28 @@ mod tests {
 
     #[test]
     fn image_choice_follows_kind_and_version() {
-        let mut spec = BrokerSpec::new(BrokerKind::Rabbitmq, "templates");
-        assert_eq!(image_for(&spec).0, RABBITMQ_OFFLINE_IMAGE);
-        spec.version = Some("4.1".into());
-        assert_eq!(image_for(&spec).0, "amqp1-rig/rabbitmq:4.1");
-        spec.version = None;
-        spec.flavour = Some("3.13".into());
-        assert_eq!(image_for(&spec).0, "amqp1-rig/rabbitmq:3.13");
-        spec.image = Some("my/rabbit:x".into());
-        assert_eq!(image_for(&spec).0, "my/rabbit:x");
-        let spec = BrokerSpec::new(BrokerKind::Embedded, "templates");
-        let (image, how) = image_for(&spec);
+        let spec = |s: &str| BrokerSpec::new(BrokerChoice::parse(s).expect("choice"), "templates");
+        assert_eq!(image_for(&spec("rabbitmq")).0, RABBITMQ_OFFLINE_IMAGE);
+        assert_eq!(image_for(&spec("rabbitmq:4.1")).0, "amqp1-rig/rabbitmq:4.1");
+        assert_eq!(
+            image_for(&spec("rabbitmq:3.13")).0,
+            "amqp1-rig/rabbitmq:3.13"
+        );
+        let mut s = spec("rabbitmq:3.13");
+        s.image = Some("my/rabbit:x".into());
+        assert_eq!(image_for(&s).0, "my/rabbit:x");
+        let (image, how) = image_for(&spec("embedded"));
         assert_eq!(image, EMBEDDED_IMAGE);
         assert!(how.contains(OFFLINE_BUILD_SCRIPT), "{how}");
-        let mut spec = BrokerSpec::new(BrokerKind::Qpidd, "templates");
-        spec.flavour = Some("centos7".into());
-        assert_eq!(image_for(&spec).0, "amqp1-rig/qpidd:centos7");
+        assert_eq!(
+            image_for(&spec("qpidd:centos7")).0,
+            "amqp1-rig/qpidd:centos7"
+        );
     }
 
     #[test]
     fn env_carries_users_and_flavour() {
-        let mut spec = BrokerSpec::new(BrokerKind::Embedded, "templates");
-        spec.flavour = Some("router".into());
+        let mut spec = BrokerSpec::new(BrokerChoice::parse("router").expect("choice"), "templates");
         spec.users.push(super::super::User {
             name: "u".into(),
             password: "p w".into(),
@@ -1131,14 +1117,5 @@ mod tests {
         let env = container_env(&spec);
         assert!(env.contains(&("FLAVOUR".into(), "router".into())));
         assert!(env.contains(&("BROKER_ARGS".into(), "--user u:p w".into())));
-    }
-
-    #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact("amqp://u:secret@127.0.0.1:1"),
-            "amqp://***@127.0.0.1:1"
-        );
-        assert_eq!(url_escape("a b@c"), "a%20b%40c");
     }
 }

@@ -15,24 +15,17 @@ use super::{Backend, BackendError, BoxFuture, BrokerHandle, BrokerKind, BrokerNo
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmbeddedBackend;
 
-/// Parses an embedded flavour name (`qpidd` when `None`).
-pub fn flavour(name: Option<&str>) -> Result<Flavour, String> {
-    let name = name.unwrap_or("qpidd");
-    name.parse::<Flavour>().map_err(|_| {
-        format!("unknown embedded flavour '{name}' (expected one of: qpidd, router, rabbitmq3)")
-    })
-}
-
 fn config_for(spec: &BrokerSpec) -> Result<BrokerConfig, BackendError> {
-    let fl = flavour(spec.flavour.as_deref()).map_err(|reason| BackendError::Unavailable {
+    let fl = spec.flavour().ok_or_else(|| BackendError::Unavailable {
         backend: "embedded",
         kind: spec.label(),
-        reason,
+        reason: "the embedded backend only runs the embedded broker".into(),
     })?;
     let mut cfg = BrokerConfig::for_flavour(fl);
     cfg.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     for u in &spec.users {
-        cfg.users.push((u.name.clone(), u.password.clone()));
+        cfg.users
+            .push((u.name.clone(), u.password.expose().to_string()));
     }
     cfg.allow_anonymous = spec.users.is_empty();
     if spec.tls {
@@ -50,8 +43,8 @@ impl Backend for EmbeddedBackend {
         "embedded"
     }
 
-    fn available(&self, kind: BrokerKind) -> Result<(), String> {
-        match kind {
+    fn available(&self, spec: &BrokerSpec) -> Result<(), String> {
+        match spec.kind() {
             BrokerKind::Embedded => Ok(()),
             other => Err(format!(
                 "the embedded backend only runs 'embedded' brokers, not '{other}'"
@@ -64,7 +57,7 @@ impl Backend for EmbeddedBackend {
         spec: &'a BrokerSpec,
     ) -> BoxFuture<'a, Result<BrokerHandle, BackendError>> {
         Box::pin(async move {
-            if let Err(reason) = self.available(spec.kind) {
+            if let Err(reason) = self.available(spec) {
                 return Err(BackendError::Unavailable {
                     backend: "embedded",
                     kind: spec.label(),
@@ -84,15 +77,9 @@ impl Backend for EmbeddedBackend {
                     })?;
                 // Restarts reuse the same port.
                 cfg.bind = broker.local_addr();
-                let creds = spec
-                    .users
-                    .first()
-                    .map(|u| (u.name.clone(), u.password.clone()));
                 nodes.push(Box::new(EmbeddedNode {
                     name: format!("node{i}"),
                     addr: broker.local_addr(),
-                    tls: spec.tls,
-                    creds,
                     config: cfg,
                     broker: Mutex::new(Some(broker)),
                 }));
@@ -106,8 +93,6 @@ impl Backend for EmbeddedBackend {
 struct EmbeddedNode {
     name: String,
     addr: SocketAddr,
-    tls: bool,
-    creds: Option<(String, String)>,
     config: BrokerConfig,
     broker: Mutex<Option<Broker>>,
 }
@@ -138,12 +123,8 @@ impl BrokerNode for EmbeddedNode {
         &self.name
     }
 
-    fn url(&self) -> String {
-        let scheme = if self.tls { "amqps" } else { "amqp" };
-        match &self.creds {
-            Some((u, p)) => format!("{scheme}://{u}:{p}@{}", self.addr),
-            None => format!("{scheme}://{}", self.addr),
-        }
+    fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     fn product(&self) -> String {
@@ -237,13 +218,12 @@ impl BrokerNode for EmbeddedNode {
 
 /// `harness broker serve`: runs one embedded broker until Ctrl-C, printing its URL on one line.
 pub async fn serve(
-    flavour_name: &str,
+    flavour: Flavour,
     port: u16,
     users: &[String],
     tls: bool,
 ) -> Result<(), BackendError> {
-    let mut spec = BrokerSpec::new(BrokerKind::Embedded, "templates");
-    spec.flavour = Some(flavour_name.to_string());
+    let mut spec = BrokerSpec::new(crate::brokers::BrokerChoice::Embedded(flavour), "templates");
     spec.tls = tls;
     for u in users {
         let (name, password) = u.split_once(':').ok_or_else(|| BackendError::Start {

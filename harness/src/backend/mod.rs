@@ -11,7 +11,7 @@
 //!
 //! Contract for implementors:
 //! - every listener binds to `127.0.0.1` only ([`free_port`] picks a port);
-//! - [`Backend::start`] returns only once every node is ready ([`wait_ready`]: an AMQP Open succeeds);
+//! - [`Backend::start`] returns only once every node is ready ([`probe::wait_ready`]: an AMQP Open succeeds);
 //! - a node cleans up in its own `Drop` too (kill the process, remove the container), so a panic or an early
 //!   return never leaves stray brokers behind; [`BrokerHandle::stop`] is the orderly path;
 //! - errors that happen after the broker printed something carry its log tail ([`BackendError::Start`],
@@ -20,13 +20,17 @@
 
 pub mod container;
 pub mod embedded;
+pub mod probe;
 pub mod process;
+
+pub use probe::{wait_ready, Probe};
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+
+use crate::brokers::{BrokerChoice, Flavour, Product, Version};
 
 pub use futures::future::BoxFuture;
 
@@ -72,6 +76,35 @@ impl BrokerKind {
     }
 }
 
+impl From<Product> for BrokerKind {
+    fn from(p: Product) -> Self {
+        match p {
+            Product::Qpidd => BrokerKind::Qpidd,
+            Product::Qdrouterd => BrokerKind::Qdrouterd,
+            Product::Rabbitmq => BrokerKind::Rabbitmq,
+            Product::Artemis => BrokerKind::Artemis,
+        }
+    }
+}
+
+impl From<BrokerKind> for BrokerChoice {
+    /// The default choice of a kind: the default embedded flavour, or the product with no variant.
+    fn from(k: BrokerKind) -> Self {
+        let product = match k {
+            BrokerKind::Embedded => return BrokerChoice::default(),
+            BrokerKind::Qpidd => Product::Qpidd,
+            BrokerKind::Qdrouterd => Product::Qdrouterd,
+            BrokerKind::Rabbitmq => Product::Rabbitmq,
+            BrokerKind::Artemis => Product::Artemis,
+        };
+        BrokerChoice::Real {
+            product,
+            distro: None,
+            version: None,
+        }
+    }
+}
+
 impl fmt::Display for BrokerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -88,27 +121,6 @@ pub struct UnknownName {
     pub given: String,
     /// The accepted names, comma separated.
     pub expected: String,
-}
-
-impl FromStr for BrokerKind {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let k = match s.trim().to_ascii_lowercase().as_str() {
-            "embedded" => BrokerKind::Embedded,
-            "qpidd" | "qpid" => BrokerKind::Qpidd,
-            "qdrouterd" | "router" | "dispatch" => BrokerKind::Qdrouterd,
-            "rabbitmq" | "rabbit" => BrokerKind::Rabbitmq,
-            "artemis" => BrokerKind::Artemis,
-            _ => {
-                return Err(UnknownName {
-                    what: "broker kind",
-                    given: s.to_string(),
-                    expected: Self::names().join(", "),
-                })
-            }
-        };
-        Ok(k)
-    }
 }
 
 /// The backends the harness knows.
@@ -162,34 +174,14 @@ impl FromStr for BackendKind {
     }
 }
 
-/// A SASL PLAIN user the broker must accept.
-#[derive(Clone, PartialEq, Eq)]
-pub struct User {
-    /// User name.
-    pub name: String,
-    /// Password (never shown by `Debug`).
-    pub password: String,
-}
+pub use crate::scenario::User;
 
-impl fmt::Debug for User {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("User")
-            .field("name", &self.name)
-            .field("password", &"***")
-            .finish()
-    }
-}
-
-/// What broker to start: the scenario's `broker:` section after command-line overrides.
+/// What broker to start: the scenario's `broker:` section after command-line overrides, with the
+/// backend's choice made ([`crate::plan`] is the only code that builds one from a scenario).
 #[derive(Clone, Debug)]
 pub struct BrokerSpec {
-    /// The product.
-    pub kind: BrokerKind,
-    /// Flavour: for `embedded` one of `qpidd`, `router`, `rabbitmq3`; for real brokers a variant such as
-    /// `rabbitmq3`/`rabbitmq4`; `None` means the backend's default.
-    pub flavour: Option<String>,
-    /// Product version (image tag or expected binary version); `None` means whatever is available.
-    pub version: Option<String>,
+    /// Which broker: on the embedded backend always [`BrokerChoice::Embedded`].
+    pub choice: BrokerChoice,
     /// Number of nodes (>= 1). Several nodes form a failover list in the transport URL.
     pub nodes: usize,
     /// SASL PLAIN users; empty means anonymous access.
@@ -198,37 +190,66 @@ pub struct BrokerSpec {
     pub tls: bool,
     /// Broker-specific configuration overrides, handed to the config templates as `overrides`.
     pub overrides: BTreeMap<String, String>,
-    /// Container image to use instead of the default for `kind`.
+    /// Container image to use instead of the default for the choice.
     pub image: Option<String>,
     /// Root of the tera templates (`templates/`).
     pub templates_dir: PathBuf,
-    /// Addressing mode the scenario expects the broker to support (`legacy`, `routable`, `rabbitmq`).
-    pub addressing: Option<String>,
 }
 
 impl BrokerSpec {
-    /// A one-node spec for `kind` with everything else defaulted.
-    pub fn new(kind: BrokerKind, templates_dir: impl Into<PathBuf>) -> Self {
+    /// A one-node spec for `choice` with everything else defaulted.
+    pub fn new(choice: BrokerChoice, templates_dir: impl Into<PathBuf>) -> Self {
         BrokerSpec {
-            kind,
-            flavour: None,
-            version: None,
+            choice,
             nodes: 1,
             users: Vec::new(),
             tls: false,
             overrides: BTreeMap::new(),
             image: None,
             templates_dir: templates_dir.into(),
-            addressing: None,
+        }
+    }
+
+    /// What runs: the embedded broker or a product.
+    pub fn kind(&self) -> BrokerKind {
+        match &self.choice {
+            BrokerChoice::Embedded(_) => BrokerKind::Embedded,
+            BrokerChoice::Real { product, .. } => BrokerKind::from(*product),
+        }
+    }
+
+    /// The embedded flavour, for the embedded broker.
+    pub fn flavour(&self) -> Option<Flavour> {
+        match &self.choice {
+            BrokerChoice::Embedded(f) => Some(*f),
+            BrokerChoice::Real { .. } => None,
+        }
+    }
+
+    /// The product version asked for, if any.
+    pub fn version(&self) -> Option<&Version> {
+        match &self.choice {
+            BrokerChoice::Real { version, .. } => version.as_ref(),
+            BrokerChoice::Embedded(_) => None,
+        }
+    }
+
+    /// The packaging variant asked for (`centos7`), if any.
+    pub fn distro(&self) -> Option<&str> {
+        match &self.choice {
+            BrokerChoice::Real { distro, .. } => distro.as_deref(),
+            BrokerChoice::Embedded(_) => None,
         }
     }
 
     /// `kind` or `kind:flavour`, for messages.
     pub fn label(&self) -> String {
-        match &self.flavour {
-            Some(f) => format!("{}:{}", self.kind, f),
-            None => self.kind.to_string(),
-        }
+        self.choice.label()
+    }
+
+    /// The first user's credentials, which clients use.
+    pub fn client_user(&self) -> Option<&User> {
+        self.users.first()
     }
 }
 
@@ -311,8 +332,8 @@ pub fn log_tail(log: &str, n: usize) -> String {
 pub trait BrokerNode: Send + Sync {
     /// Node name, stable within a run (`node0`, `node1`, ...).
     fn name(&self) -> &str;
-    /// `amqp://[user:pass@]127.0.0.1:PORT` (`amqps://` with TLS). Contains credentials: never log it.
-    fn url(&self) -> String;
+    /// The port the node listens on, on 127.0.0.1 (TLS or not, as the spec asked).
+    fn port(&self) -> u16;
     /// Product description for the transcript, without versions or ports (e.g. `embedded qpidd`).
     fn product(&self) -> String;
     /// Stop the node abruptly (SIGKILL, container kill, embedded shutdown). Idempotent.
@@ -362,18 +383,25 @@ impl fmt::Debug for BrokerHandle {
 }
 
 impl BrokerHandle {
-    /// The transport URL clients use: every node as a failover host, in node order
-    /// (`amqp://u:p@127.0.0.1:1,u:p@127.0.0.1:2`). Contains credentials: never log it.
-    pub fn transport_url(&self) -> String {
-        let mut scheme = "amqp";
-        let mut hosts = Vec::new();
-        for n in &self.nodes {
-            let url = n.url();
-            let (s, rest) = url.split_once("://").unwrap_or(("amqp", url.as_str()));
-            scheme = if s == "amqps" { "amqps" } else { scheme };
-            hosts.push(rest.trim_end_matches('/').to_string());
+    /// The transport URL clients use: every node as a failover host, in node order, with `user`'s
+    /// credentials. TLS is switched on by the `ssl` option, as in oslo, so the scheme stays `amqp`.
+    pub fn transport_url(&self, user: Option<&User>) -> driver::url::TransportUrl {
+        let hosts = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut h = driver::url::HostSpec::new("127.0.0.1", n.port());
+                if let Some(u) = user {
+                    h.username = Some(u.name.clone());
+                    h.password = Some(u.password.clone());
+                }
+                h
+            })
+            .collect();
+        driver::url::TransportUrl {
+            hosts,
+            ..driver::url::TransportUrl::default()
         }
-        format!("{scheme}://{}/", hosts.join(","))
     }
 
     /// The node called `name`, or the node at index `name` parsed as a number.
@@ -399,8 +427,14 @@ impl BrokerHandle {
 pub trait Backend: Send + Sync {
     /// `embedded`, `process` or `container`.
     fn name(&self) -> &'static str;
-    /// Whether this backend can run `kind` on this machine; `Err` says why not (one short line).
-    fn available(&self, kind: BrokerKind) -> Result<(), String>;
+    /// Whether this backend can run `spec` on this machine (its binary, its image); `Err` says why
+    /// not (one short line).
+    fn available(&self, spec: &BrokerSpec) -> Result<(), String>;
+    /// The version of the product `spec` would run, when the backend can tell before starting it
+    /// (the installed server's, an image's).
+    fn detect_version(&self, _spec: &BrokerSpec) -> Option<Version> {
+        None
+    }
     /// Start the broker described by `spec`; returns once every node is ready.
     fn start<'a>(
         &'a self,
@@ -423,145 +457,24 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Parts of an `amqp://` URL needed for probing.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct ProbeTarget {
-    pub(crate) tls: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) user: Option<(String, String)>,
-}
-
-/// Parses the first host of `amqp[s]://[user[:pass]@]host[:port][,...][/vhost]` with the driver's
-/// transport URL parser, so percent-encoded user names and passwords (as the nodes' `url()` writes
-/// them) are decoded. `amqps` and `amqp+ssl` mean TLS (default port 5671).
-pub(crate) fn parse_probe_url(url: &str) -> Result<ProbeTarget, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| "URL has no scheme".to_string())?;
-    let tls = match scheme.to_ascii_lowercase().as_str() {
-        "amqp" => false,
-        "amqps" | "amqp+ssl" => true,
-        other => return Err(format!("unsupported URL scheme '{other}'")),
-    };
-    let parsed = driver::url::TransportUrl::parse(&format!("amqp://{rest}"))
-        .map_err(|e| format!("bad broker URL: {e}"))?;
-    let first = parsed
-        .hosts
-        .first()
-        .ok_or_else(|| "URL has no host".to_string())?;
-    if first.host.is_empty() {
-        return Err("URL has no host".to_string());
-    }
-    // The driver defaults to 5672; an amqps URL without a port means 5671.
-    let authority = rest.split(['/', ',']).next().unwrap_or("");
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let explicit_port = hostport
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.contains(']'));
-    let port = if tls && !explicit_port {
-        5671
-    } else {
-        first.port
-    };
-    let user = first.username.clone().map(|n| {
-        let p = first
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_string())
-            .unwrap_or_default();
-        (n, p)
-    });
-    Ok(ProbeTarget {
-        tls,
-        host: first.host.clone(),
-        port,
-        user,
-    })
-}
-
-/// Waits until an AMQP Open to `url` succeeds, polling, for at most `timeout`.
-///
-/// Plain `amqp://` URLs are probed with a full AMQP Open (SASL PLAIN when the URL carries credentials).
-/// For `amqps://` the probe only checks that the TCP port accepts connections (the TLS setup is the
-/// backend's business).
-pub async fn wait_ready(url: &str, timeout: Duration) -> Result<(), String> {
-    let target = parse_probe_url(url)?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(10);
-    let mut last_err = "no attempt made".to_string();
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Err(format!("timed out after {timeout:?}: {last_err}"));
-        }
-        match tokio::time::timeout(deadline - now, probe_once(&target)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => last_err = e,
-            Err(_) => last_err = "probe timed out".to_string(),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(250));
-    }
-}
-
-async fn probe_once(t: &ProbeTarget) -> Result<(), String> {
-    let stream = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
-        .await
-        .map_err(|e| format!("connect {}:{}: {e}", t.host, t.port))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    if t.tls {
-        return Ok(());
-    }
-    let builder = fe2o3_amqp::Connection::builder()
-        .container_id(format!("harness-probe-{}", uuid::Uuid::new_v4()))
-        .hostname(Some(t.host.as_str()));
-    let builder = match &t.user {
-        Some((name, pass)) => builder.sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
-            username: name.clone(),
-            password: pass.clone(),
-        }),
-        None => builder,
-    };
-    let mut conn = builder
-        .open_with_stream(stream)
-        .await
-        .map_err(|e| format!("AMQP open: {e}"))?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn kinds_round_trip() {
-        for k in BrokerKind::ALL {
-            assert_eq!(k.as_str().parse::<BrokerKind>(), Ok(k));
-        }
-        assert!("qpid-cpp".parse::<BrokerKind>().is_err());
-    }
-
-    #[test]
-    fn probe_url_parses_credentials_and_port() {
-        let t = parse_probe_url("amqp://u:p@127.0.0.1:1234,x@y:5/vh").expect("valid");
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 1234, false));
-        assert_eq!(t.user, Some(("u".into(), "p".into())));
-        let t = parse_probe_url("amqps://localhost").expect("valid");
-        assert_eq!((t.port, t.tls), (5671, true));
-        assert!(parse_probe_url("http://x").is_err());
-    }
-
-    #[test]
-    fn probe_url_percent_decodes_credentials() {
-        let t = parse_probe_url("amqp://n%40v:p%3Aw%2Fd%25@127.0.0.1:5673/").expect("valid");
-        assert_eq!(t.user, Some(("n@v".into(), "p:w/d%".into())));
-        assert_eq!(t.port, 5673);
-        let t = parse_probe_url("amqps://u:p@[::1]").expect("valid");
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("::1", 5671, true));
-        let t = parse_probe_url("amqps://[::1]:5999").expect("valid");
-        assert_eq!(t.port, 5999);
+    fn spec_kind_follows_the_choice() {
+        let spec = BrokerSpec::new(
+            BrokerChoice::parse("rabbitmq:3.10").expect("choice"),
+            "templates",
+        );
+        assert_eq!(spec.kind(), BrokerKind::Rabbitmq);
+        assert_eq!(
+            spec.version().map(ToString::to_string).as_deref(),
+            Some("3.10")
+        );
+        let spec = BrokerSpec::new(BrokerChoice::parse("router").expect("choice"), "templates");
+        assert_eq!(spec.kind(), BrokerKind::Embedded);
+        assert_eq!(spec.flavour(), Some(Flavour::Router));
     }
 
     #[test]

@@ -45,6 +45,7 @@ use super::{
     free_port, log_tail, Backend, BackendError, BoxFuture, BrokerHandle, BrokerKind, BrokerNode,
     BrokerSpec, User,
 };
+use crate::brokers::Version;
 
 /// How long a node may take to accept an AMQP Open, unless `overrides.ready_timeout` says otherwise.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -262,7 +263,7 @@ pub fn template_context(
     spec: &BrokerSpec,
     layout: &NodeLayout,
 ) -> Result<tera::Context, BackendError> {
-    let kind = spec.kind;
+    let kind = spec.kind();
     let ov = &spec.overrides;
     let mut c = tera::Context::new();
     c.insert("broker", kind.as_str());
@@ -285,7 +286,7 @@ pub fn template_context(
     let users: Vec<BTreeMap<&str, &str>> = spec
         .users
         .iter()
-        .map(|u| BTreeMap::from([("name", u.name.as_str()), ("password", u.password.as_str())]))
+        .map(|u| BTreeMap::from([("name", u.name.as_str()), ("password", u.password.expose())]))
         .collect();
     c.insert("users", &users);
     c.insert(
@@ -351,9 +352,9 @@ pub fn render_files(
     spec: &BrokerSpec,
     layout: &NodeLayout,
 ) -> Result<Vec<RenderedFile>, BackendError> {
-    let prefix = match spec.kind {
+    let prefix = match spec.kind() {
         BrokerKind::Qpidd | BrokerKind::Qdrouterd | BrokerKind::Rabbitmq => {
-            format!("{}/", spec.kind.as_str())
+            format!("{}/", spec.kind().as_str())
         }
         BrokerKind::Embedded | BrokerKind::Artemis => return Ok(Vec::new()),
     };
@@ -368,7 +369,7 @@ pub fn render_files(
         return Err(BackendError::Start {
             message: format!(
                 "no templates for {} under {} (expected {}*.tera)",
-                spec.kind,
+                spec.kind(),
                 spec.templates_dir.display(),
                 prefix
             ),
@@ -394,7 +395,7 @@ pub fn render_files(
 pub fn render_preview(spec: &BrokerSpec) -> Result<Vec<RenderedFile>, BackendError> {
     let mut redacted = spec.clone();
     for u in &mut redacted.users {
-        u.password = "***".to_string();
+        u.password = "***".into();
     }
     if redacted
         .overrides
@@ -404,7 +405,7 @@ pub fn render_preview(spec: &BrokerSpec) -> Result<Vec<RenderedFile>, BackendErr
             .overrides
             .insert("notify_link_route_password".into(), "***".into());
     }
-    render_files(&redacted, &NodeLayout::preview(spec.kind, 0))
+    render_files(&redacted, &NodeLayout::preview(spec.kind(), 0))
 }
 
 /// Formats rendered files for a terminal: `==> path <==` headers, like `tail` on several files.
@@ -569,7 +570,7 @@ impl ProcessBackend {
     /// does, but with the concrete node type). A failure kills the nodes already started.
     pub async fn start_nodes(&self, spec: &BrokerSpec) -> Result<Vec<ProcessNode>, BackendError> {
         let exes = self
-            .locate(spec.kind, spec.overrides.get("binary").map(Path::new))
+            .locate(spec.kind(), spec.overrides.get("binary").map(Path::new))
             .map_err(|reason| BackendError::Unavailable {
                 backend: "process",
                 kind: spec.label(),
@@ -583,9 +584,9 @@ impl ProcessBackend {
                     .to_string(),
             });
         }
-        if let (BrokerKind::Rabbitmq, Some(wanted)) = (spec.kind, spec.version.as_deref()) {
+        if let (BrokerKind::Rabbitmq, Some(wanted)) = (spec.kind(), spec.version()) {
             match rabbitmq_version(&exes.server) {
-                Some(have) if version_matches(&have, wanted) => {}
+                Some(have) if Version::parse(&have).is_some_and(|h| h.matches(wanted)) => {}
                 have => {
                     return Err(BackendError::Unavailable {
                         backend: "process",
@@ -625,15 +626,6 @@ pub fn rabbitmq_version(server: &Path) -> Option<String> {
     })
 }
 
-/// Whether version `have` (`3.10.8`) satisfies `wanted` (`3`, `3.10`, `3.10.8`, `3.x`).
-fn version_matches(have: &str, wanted: &str) -> bool {
-    let mut h = have.split('.');
-    wanted
-        .trim()
-        .split('.')
-        .all(|w| w == "x" || w == "*" || h.next() == Some(w))
-}
-
 fn harness_exe() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HARNESS_BIN").map(PathBuf::from) {
         if is_executable(&p) {
@@ -653,8 +645,19 @@ impl Backend for ProcessBackend {
         "process"
     }
 
-    fn available(&self, kind: BrokerKind) -> Result<(), String> {
-        self.locate(kind, None).map(|_| ())
+    fn available(&self, spec: &BrokerSpec) -> Result<(), String> {
+        self.locate(spec.kind(), spec.overrides.get("binary").map(Path::new))
+            .map(|_| ())
+    }
+
+    fn detect_version(&self, spec: &BrokerSpec) -> Option<Version> {
+        if spec.kind() != BrokerKind::Rabbitmq {
+            return None;
+        }
+        let exes = self
+            .locate(spec.kind(), spec.overrides.get("binary").map(Path::new))
+            .ok()?;
+        rabbitmq_version(&exes.server).and_then(|v| Version::parse(&v))
     }
 
     fn start<'a>(
@@ -673,81 +676,6 @@ impl Backend for ProcessBackend {
     }
 }
 
-/// Why a readiness probe failed.
-enum ProbeFailure {
-    /// Worth retrying (connection refused, broker still booting).
-    Retry(String),
-    /// Retrying cannot help (SASL refused the credentials).
-    Fatal(String),
-}
-
-/// One AMQP Open to `127.0.0.1:port`, SASL PLAIN with `user` if given (raw credentials: no URL parsing,
-/// so passwords with `/`, `@` or `%` work), then Close.
-async fn probe_open(port: u16, user: Option<&User>) -> Result<(), ProbeFailure> {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| ProbeFailure::Retry(format!("connect 127.0.0.1:{port}: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    let builder = fe2o3_amqp::Connection::builder()
-        .container_id(format!("harness-probe-{}", uuid::Uuid::new_v4()))
-        .hostname(Some("127.0.0.1"));
-    let builder = match user {
-        Some(u) => builder.sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
-            username: u.name.clone(),
-            password: u.password.clone(),
-        }),
-        None => builder,
-    };
-    match builder.open_with_stream(stream).await {
-        Ok(mut conn) => {
-            let _ = conn.close().await;
-            Ok(())
-        }
-        Err(e @ fe2o3_amqp::connection::OpenError::SaslError { .. }) => {
-            Err(ProbeFailure::Fatal(format!(
-                "SASL refused the credentials of user '{}': {e}",
-                user.map(|u| u.name.as_str()).unwrap_or("")
-            )))
-        }
-        Err(e) => Err(ProbeFailure::Retry(format!("AMQP open: {e}"))),
-    }
-}
-
-/// Polls [`probe_open`] until it succeeds, fails fatally, or `timeout` passes (the contract of
-/// [`super::wait_ready`], without parsing credentials out of a URL).
-async fn wait_open(port: u16, user: Option<&User>, timeout: Duration) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(10);
-    let mut last = "no attempt made".to_string();
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Err(format!("timed out after {timeout:?}: {last}"));
-        }
-        match tokio::time::timeout(deadline - now, probe_open(port, user)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(ProbeFailure::Fatal(e))) => return Err(e),
-            Ok(Err(ProbeFailure::Retry(e))) => last = e,
-            Err(_) => last = "probe timed out".to_string(),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(250));
-    }
-}
-
-/// Percent-encodes the characters that would break URL userinfo.
-fn encode_userinfo(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[derive(Debug, Default)]
 struct Procs {
     main: Option<Child>,
@@ -759,7 +687,7 @@ struct Procs {
 pub struct ProcessNode {
     name: String,
     kind: BrokerKind,
-    flavour: Option<String>,
+    flavour: Option<crate::brokers::Flavour>,
     exes: Executables,
     layout: NodeLayout,
     users: Vec<User>,
@@ -789,7 +717,7 @@ impl ProcessNode {
         index: usize,
         ready_timeout: Duration,
     ) -> Result<ProcessNode, BackendError> {
-        let kind = spec.kind;
+        let kind = spec.kind();
         let dir = tempfile::Builder::new()
             .prefix(&format!("amqp1-rig-{kind}-{index}-"))
             .tempdir()?;
@@ -827,7 +755,7 @@ impl ProcessNode {
         let node = ProcessNode {
             name: format!("node{index}"),
             kind,
-            flavour: spec.flavour.clone(),
+            flavour: spec.flavour(),
             exes: exes.clone(),
             layout,
             users: spec.users.clone(),
@@ -895,7 +823,7 @@ impl ProcessNode {
             let mut child = cmd.spawn()?;
             if let Some(mut stdin) = child.stdin.take() {
                 use tokio::io::AsyncWriteExt;
-                stdin.write_all(u.password.as_bytes()).await?;
+                stdin.write_all(u.password.expose().as_bytes()).await?;
             }
             let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
                 .await
@@ -950,11 +878,12 @@ impl ProcessNode {
                 cmd.arg("broker")
                     .arg("serve")
                     .arg("--flavour")
-                    .arg(self.flavour.as_deref().unwrap_or("qpidd"))
+                    .arg(self.flavour.unwrap_or_default().as_str())
                     .arg("--port")
                     .arg(l.port.to_string());
                 for u in &self.users {
-                    cmd.arg("--user").arg(format!("{}:{}", u.name, u.password));
+                    cmd.arg("--user")
+                        .arg(format!("{}:{}", u.name, u.password.expose()));
                 }
             }
         }
@@ -1001,7 +930,8 @@ impl ProcessNode {
             p.main = Some(child);
             p.paused = false;
         }
-        let ready = wait_open(self.layout.port, self.users.first(), self.ready_timeout);
+        let probe = super::Probe::local(self.layout.port, self.users.first());
+        let ready = super::wait_ready(&probe, self.ready_timeout);
         tokio::pin!(ready);
         loop {
             tokio::select! {
@@ -1238,24 +1168,15 @@ impl BrokerNode for ProcessNode {
         &self.name
     }
 
-    fn url(&self) -> String {
-        match self.users.first() {
-            Some(u) => format!(
-                "amqp://{}:{}@127.0.0.1:{}",
-                encode_userinfo(&u.name),
-                encode_userinfo(&u.password),
-                self.layout.port
-            ),
-            None => format!("amqp://127.0.0.1:{}", self.layout.port),
-        }
+    fn port(&self) -> u16 {
+        self.layout.port
     }
 
     fn product(&self) -> String {
         match self.kind {
-            BrokerKind::Embedded => format!(
-                "embedded {} (process)",
-                self.flavour.as_deref().unwrap_or("qpidd")
-            ),
+            BrokerKind::Embedded => {
+                format!("embedded {} (process)", self.flavour.unwrap_or_default())
+            }
             k => k.to_string(),
         }
     }
@@ -1377,6 +1298,13 @@ impl Drop for ProcessNode {
 mod tests {
     use super::*;
 
+    fn spec_of(s: &str) -> BrokerSpec {
+        BrokerSpec::new(
+            crate::brokers::BrokerChoice::parse(s).expect("choice"),
+            "templates",
+        )
+    }
+
     #[test]
     fn link_route_parses_with_and_without_prefix() {
         assert_eq!(
@@ -1392,27 +1320,10 @@ mod tests {
     }
 
     #[test]
-    fn versions_match_by_prefix() {
-        assert!(version_matches("3.10.8", "3.10"));
-        assert!(version_matches("3.10.8", "3"));
-        assert!(version_matches("3.10.8", "3.x"));
-        assert!(version_matches("3.10.8", "3.10.8"));
-        assert!(!version_matches("3.10.8", "4"));
-        assert!(!version_matches("3.10.8", "3.1"));
-        assert!(!version_matches("3.10", "3.10.8"));
-    }
-
-    #[test]
-    fn userinfo_is_encoded() {
-        assert_eq!(encode_userinfo("a@b:c/d"), "a%40b%3Ac%2Fd");
-        assert_eq!(encode_userinfo("plain-user_1"), "plain-user_1");
-    }
-
-    #[test]
     fn missing_binary_is_reported_by_name() {
         let b = ProcessBackend::new();
         // qpidd and qdrouterd are not packaged here; when they are, this just checks the Ok path.
-        match b.available(BrokerKind::Qpidd) {
+        match b.available(&spec_of("qpidd")) {
             Ok(()) => assert!(find_on_path("qpidd").is_some()),
             Err(e) => assert_eq!(e, "qpidd not found on PATH"),
         }
@@ -1423,6 +1334,6 @@ mod tests {
             )
             .expect_err("not executable");
         assert!(err.contains("/nonexistent/qdrouterd"), "{err}");
-        assert!(b.available(BrokerKind::Artemis).is_err());
+        assert!(b.available(&spec_of("artemis")).is_err());
     }
 }

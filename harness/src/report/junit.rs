@@ -12,6 +12,7 @@
 
 use std::fmt::Write as _;
 
+use super::table::{CellResult, Outcome};
 use super::{ScenarioReport, SnapshotStatus, StepStatus};
 
 /// Escapes XML text and attribute values.
@@ -156,7 +157,72 @@ pub fn render(reports: &[ScenarioReport]) -> String {
 
 /// Writes the report to `path`.
 pub fn write(path: &std::path::Path, reports: &[ScenarioReport]) -> std::io::Result<()> {
-    std::fs::write(path, render(reports))
+    super::write_file(path, &render(reports))
+}
+
+/// JUnit XML: one test suite per cell, one test case per scenario.
+pub fn render_matrix(results: &[CellResult]) -> String {
+    let (cells, _, _) = super::table::grid(results);
+    let esc = escape;
+    let mut body = String::new();
+    let (mut total, mut total_fail, mut total_skip) = (0, 0, 0);
+    for c in &cells {
+        let rows: Vec<&CellResult> = results.iter().filter(|r| r.cell == *c).collect();
+        let fails = rows
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+            .count();
+        let skips = rows
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Skipped(_)))
+            .count();
+        let ms: u64 = rows.iter().map(|r| r.duration_ms).sum();
+        total += rows.len();
+        total_fail += fails;
+        total_skip += skips;
+        let _ = writeln!(
+            body,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fails}\" skipped=\"{skips}\" time=\"{:.3}\">",
+            esc(c),
+            rows.len(),
+            ms as f64 / 1000.0
+        );
+        for r in rows {
+            let _ = write!(
+                body,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+                esc(c),
+                esc(&r.scenario),
+                r.duration_ms as f64 / 1000.0
+            );
+            match &r.outcome {
+                Outcome::Pass => body.push_str("/>\n"),
+                Outcome::ExpectedFailure(d) => {
+                    let _ = writeln!(
+                        body,
+                        "><system-out>expected failure: {}</system-out></testcase>",
+                        esc(d)
+                    );
+                }
+                Outcome::Fail(d) => {
+                    let first = d.split("; ").next().unwrap_or("");
+                    let _ = writeln!(
+                        body,
+                        "><failure message=\"{}\">{}</failure></testcase>",
+                        esc(first),
+                        esc(d)
+                    );
+                }
+                Outcome::Skipped(d) => {
+                    let _ = writeln!(body, "><skipped message=\"{}\"/></testcase>", esc(d));
+                }
+            }
+        }
+        body.push_str("  </testsuite>\n");
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"amqp1-rig matrix\" tests=\"{total}\" failures=\"{total_fail}\" skipped=\"{total_skip}\">\n{body}</testsuites>\n"
+    )
 }
 
 #[cfg(test)]
@@ -197,6 +263,7 @@ mod tests {
             transcript: String::new(),
             duration_ms: 15,
             exit_code: 6,
+            steps: 2,
             broker_logs: Default::default(),
         };
         let xml = render(&[r]);
@@ -206,5 +273,15 @@ mod tests {
             xml.contains("<system-out>expected failure: step 3 call: amqp:x</system-out>"),
             "{xml}"
         );
+    }
+    #[test]
+    fn junit_counts_and_escapes() {
+        let x = render_matrix(&super::super::table::tests::results());
+        assert!(
+            x.contains("tests=\"5\" failures=\"1\" skipped=\"1\""),
+            "{x}"
+        );
+        assert!(x.contains("&lt;timeout&gt;"), "{x}");
+        assert!(x.contains("<skipped message=\"image | missing\"/>"), "{x}");
     }
 }

@@ -1,6 +1,9 @@
-//! Run results and the reports built from them: terminal, JUnit XML and JSON.
+//! Run results and the reports built from them: the events reporters listen to ([`events`]), the
+//! terminal, JUnit XML and JSON.
 
+pub mod events;
 pub mod junit;
+pub mod table;
 pub mod terminal;
 
 use serde::Serialize;
@@ -93,6 +96,8 @@ pub struct ScenarioReport {
     pub name: String,
     /// Broker used (`embedded:qpidd`, `url`).
     pub broker: String,
+    /// Number of steps in the scenario's `steps:` list (group headers included, as they are numbered).
+    pub steps: usize,
     /// Step groups.
     pub groups: Vec<GroupReport>,
     /// Set when the scenario could not run at all (invalid file, broker setup failed...).
@@ -130,10 +135,24 @@ impl ScenarioReport {
     }
 }
 
+/// The exit code of several scenarios (the most severe wins).
+pub fn exit_code_of(reports: &[ScenarioReport]) -> i32 {
+    reports.iter().fold(crate::exit_code::OK, |a, r| {
+        crate::exit_code::combine(a, r.exit_code)
+    })
+}
+
+/// Writes `text` to `path`, creating its parent directories.
+pub fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
+}
+
 /// Writes the JSON report of `reports` to `path`.
 pub fn write_json(path: &std::path::Path, reports: &[ScenarioReport]) -> std::io::Result<()> {
-    let exit = reports.iter().map(|r| r.exit_code).max().unwrap_or(0);
-    let doc = serde_json::json!({ "exit_code": exit, "scenarios": reports });
+    let doc = serde_json::json!({ "exit_code": exit_code_of(reports), "scenarios": reports });
     let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    write_file(path, &(text + "\n"))
 }

@@ -1,13 +1,15 @@
-//! Live terminal view: an indicatif progress bar per scenario on a TTY, plain lines otherwise.
+//! Live terminal view: an indicatif progress bar per scenario on a TTY, plain lines otherwise (one when
+//! a scenario starts, one per step that waits on purpose, the result when it ends).
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{ScenarioReport, SnapshotStatus, StepReport, StepStatus};
+use super::events::{Reporter, RunEvent};
+use super::{ScenarioReport, SnapshotStatus, StepStatus};
 
-/// Terminal reporter (writes progress to stderr, results to stdout).
+/// Terminal reporter (progress to stderr, results to stdout).
 #[derive(Debug)]
 pub struct Terminal {
     tty: bool,
@@ -29,10 +31,16 @@ impl Terminal {
         }
     }
 
-    /// A scenario with `steps` steps starts.
-    pub fn scenario_started(&self, file: &str, broker: &str, steps: usize) {
+    fn with_bar(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                f(bar);
+            }
+        }
+    }
+
+    fn started(&self, file: &str, broker: &str, steps: usize) {
         if !self.tty {
-            // Plain progress for logs: one line when a scenario starts, its result when it ends.
             eprintln!("running {file} on {broker} ({steps} steps)");
             return;
         }
@@ -48,18 +56,7 @@ impl Terminal {
         }
     }
 
-    /// A step finished.
-    pub fn step_finished(&self, step: &StepReport) {
-        if let Ok(b) = self.bar.lock() {
-            if let Some(bar) = b.as_ref() {
-                bar.set_message(format!("step {} {}", step.index, step.keyword));
-                bar.inc(1);
-            }
-        }
-    }
-
-    /// A scenario finished: clear the bar and print its result.
-    pub fn scenario_finished(&self, r: &ScenarioReport) {
+    fn finished(&self, r: &ScenarioReport) {
         if let Ok(mut b) = self.bar.lock() {
             if let Some(bar) = b.take() {
                 bar.finish_and_clear();
@@ -69,9 +66,39 @@ impl Terminal {
     }
 }
 
+impl Reporter for Terminal {
+    fn event(&self, event: &RunEvent<'_>) {
+        match event {
+            RunEvent::ScenarioStarted {
+                file,
+                broker,
+                steps,
+            } => self.started(file, broker, *steps),
+            RunEvent::StepStarted { step, wait } => {
+                let what = format!("step {} {}", step.number, step.keyword());
+                match (self.tty, wait) {
+                    (true, _) => self.with_bar(|bar| bar.set_message(what)),
+                    (false, Some(d)) => eprintln!(
+                        "  {what} (line {}): waiting up to {}",
+                        step.line,
+                        humantime::format_duration(*d)
+                    ),
+                    (false, None) => {}
+                }
+            }
+            RunEvent::StepFinished(_) => self.with_bar(|bar| bar.inc(1)),
+            RunEvent::ScenarioFinished(r) => self.finished(r),
+        }
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The lines printed for one scenario (pure, for tests).
 pub fn render_result(r: &ScenarioReport) -> String {
-    let steps: usize = r.groups.iter().map(|g| g.steps.len()).sum();
+    let steps = r.steps;
     let failed = r.failures().count();
     let xfail = r.expected_failures().count();
     let verdict = match (r.exit_code, &r.error) {
@@ -79,17 +106,25 @@ pub fn render_result(r: &ScenarioReport) -> String {
         (_, Some(_)) => "ERROR",
         _ => "FAILED",
     };
+    let snapshot = match &r.snapshot {
+        SnapshotStatus::Matches => ", snapshot matches",
+        SnapshotStatus::Updated => ", snapshot updated",
+        SnapshotStatus::Mismatch { .. } => ", snapshot differs",
+        SnapshotStatus::NotChecked => "",
+    };
     let mut out = format!(
-        "{verdict}: {} ({}) {steps} steps, {failed} failed, {xfail} expected failure{} in {} ms",
+        "{verdict}: {} ({}) {}, {failed} failed, {}{snapshot} in {} ms",
         r.file,
         r.broker,
-        if xfail == 1 { "" } else { "s" },
+        plural(steps, "step"),
+        plural(xfail, "expected failure"),
         r.duration_ms
     );
     if let Some(e) = &r.error {
         out.push('\n');
         out.push_str(e.trim_end());
     }
+    let all = || r.groups.iter().flat_map(|g| g.steps.iter());
     for s in r.failures() {
         out.push_str(&format!(
             "\n  FAIL step {} {} ({}:{}): {}",
@@ -110,36 +145,31 @@ pub fn render_result(r: &ScenarioReport) -> String {
             s.message.as_deref().unwrap_or("")
         ));
     }
-    for g in &r.groups {
-        for s in g.steps.iter().filter(|s| s.status == StepStatus::Skipped) {
+    for s in all().filter(|s| s.status == StepStatus::Skipped) {
+        out.push_str(&format!(
+            "\n  skipped: step {} {}: {}",
+            s.index,
+            s.keyword,
+            s.message.as_deref().unwrap_or("")
+        ));
+    }
+    for s in all().filter(|s| s.status == StepStatus::Passed) {
+        if let Some(m) = &s.message {
+            // What the broker-neutral transcript leaves out (a timeout's text), for a step that passed.
             out.push_str(&format!(
-                "\n  skipped: step {} {}: {}",
-                s.index,
-                s.keyword,
-                s.message.as_deref().unwrap_or("")
+                "\n  passed: step {} {} ({}:{}) {m}",
+                s.index, s.keyword, r.file, s.line
             ));
         }
     }
-    for g in &r.groups {
-        for s in g.steps.iter().filter(|s| s.status == StepStatus::Passed) {
-            if let Some(m) = &s.message {
-                // Details kept out of the broker-neutral transcript (e.g. a timeout's text).
-                out.push_str(&format!("\n  detail: step {} {}: {m}", s.index, s.keyword));
-            }
+    if let SnapshotStatus::Mismatch { diff } = &r.snapshot {
+        out.push_str("\n  transcript differs from the snapshot (- snapshot, + this run):\n");
+        for l in diff.lines() {
+            out.push_str("    ");
+            out.push_str(l);
+            out.push('\n');
         }
-    }
-    match &r.snapshot {
-        SnapshotStatus::Mismatch { diff } => {
-            out.push_str("\n  transcript differs from the snapshot (- snapshot, + this run):\n");
-            for l in diff.lines() {
-                out.push_str("    ");
-                out.push_str(l);
-                out.push('\n');
-            }
-            out = out.trim_end().to_string();
-        }
-        SnapshotStatus::Updated => out.push_str("\n  snapshot updated"),
-        _ => {}
+        out = out.trim_end().to_string();
     }
     out
 }

@@ -1,4 +1,4 @@
-//! Scenario file model (serde types). Unknown keys are rejected everywhere (`deny_unknown_fields`).
+//! Scenario file model (serde types): the file as written, before [`super::validate`] checks it. Unknown keys are rejected everywhere (`deny_unknown_fields`).
 //!
 //! Strings may contain `{{ var }}` references; they are substituted after parsing (see [`super::vars`]).
 //! Durations are strings such as `500ms` or `2s`, checked during validation.
@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-/// A whole scenario file.
+/// A whole scenario file, as written (see [`super::typed::Scenario`] for the checked form).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
+pub struct ScenarioFile {
     /// Short name (defaults to the file stem).
     #[serde(default)]
     pub name: Option<String>,
@@ -457,7 +457,7 @@ pub struct NotifyStep {
     pub context: serde_json::Map<String, Json>,
     /// Message format: 2 (default, messaging v2 envelope) or 1.
     #[serde(default)]
-    pub version: Option<u8>,
+    pub version: Option<u64>,
     /// Send this many.
     #[serde(default)]
     pub repeat: Option<usize>,

@@ -7,7 +7,8 @@ use regex::Regex;
 
 use super::diagnostic::{did_you_mean, Diagnostic};
 use super::locate::{Locator, Span};
-use super::model::Scenario;
+use super::model::ScenarioFile;
+use super::typed::Scenario;
 use super::validate;
 use super::vars;
 
@@ -16,11 +17,9 @@ use super::vars;
 pub struct Loaded {
     /// The file as named on the command line (used in messages and snapshot names).
     pub file: String,
-    /// Scenario name (the `name:` key, else the file stem).
-    pub name: String,
     /// Source after variable substitution.
     pub source: String,
-    /// The model.
+    /// The checked scenario.
     pub scenario: Scenario,
     /// Positions of keys and values in `source`.
     pub locator: Locator,
@@ -133,21 +132,13 @@ pub fn parse_str(
         )]));
     }
     let locator = Locator::new(&source);
-    let scenario: Scenario = match serde_yaml::from_str(&source) {
+    let raw: ScenarioFile = match serde_yaml::from_str(&source) {
         Ok(s) => s,
         Err(e) => return Err(invalid(vec![serde_diagnostic(&e, &source, &locator)])),
     };
-    let diags = validate::validate(&scenario, &locator);
-    if !diags.is_empty() {
-        return Err(invalid(diags));
-    }
-    let name = scenario
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name.to_string());
+    let scenario = validate::validate(&raw, &locator, default_name).map_err(invalid)?;
     Ok(Loaded {
         file: file.into(),
-        name,
         source,
         scenario,
         locator,

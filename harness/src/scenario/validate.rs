@@ -1,44 +1,40 @@
-//! Semantic checks of a parsed scenario, each pointing at the offending value.
+//! From the file's serde model to the typed [`Scenario`]: every value is checked once, here, with a
+//! diagnostic pointing at it; what passes is converted to its type (the driver's enums, [`Duration`],
+//! resolved references), so nothing later parses a string again.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::diagnostic::{did_you_mean, Diagnostic};
-use super::locate::Locator;
-use super::model::{Behaviour, CallExpect, KnownFailure, Scenario, Step, TargetSpec};
+use driver::options::{AddressingMode, ReplyMode};
+use driver::{AmqpOptions, NotifyVersion, Priority, Target};
+use serde_json::Value as Json;
 
-/// Priorities oslo.messaging knows.
-pub const PRIORITIES: [&str; 7] = [
-    "audit", "critical", "debug", "error", "info", "sample", "warn",
-];
-/// Call/cast error kinds usable in `expect.error.kind` and known failures.
-pub const ERROR_KINDS: [&str; 6] = [
-    "timed_out",
-    "remote",
-    "delivery_failed",
-    "disconnected",
-    "invalid_target",
-    "refused",
-];
-/// Embedded flavours.
-pub const EMBEDDED_FLAVOURS: [&str; 3] = ["qpidd", "router", "rabbitmq3"];
-/// Addressing modes.
-pub const ADDRESSING: [&str; 4] = ["dynamic", "legacy", "routable", "rabbitmq"];
-/// Reply modes.
-pub const REPLY_MODES: [&str; 4] = [
-    "dynamic",
-    "named",
-    "rabbitmq-direct-reply",
-    "temporary-queue",
-];
-/// Stateful behaviours.
-pub const STATE_OPS: [&str; 4] = ["append", "get", "count", "add"];
+use super::diagnostic::{did_you_mean, Diagnostic};
+use super::limits;
+use super::locate::Locator;
+use super::model;
+use super::typed::*;
+use crate::brokers::{self, BrokerChoice, BrokerMatch, Product};
 
 /// Parses a scenario duration (`500ms`, `2s`, `1m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e}"))
 }
 
+/// The harness's defaults for every client and service: fast reconnects keep fault scenarios quick.
+pub const HARNESS_DRIVER_DEFAULTS: [(&str, &str); 3] = [
+    ("connection_retry_interval", "1"),
+    ("connection_retry_backoff", "0"),
+    ("connection_retry_interval_max", "1"),
+];
+
+/// The default `rpc_response_timeout` of harness clients (oslo's is 60 s; scenarios want quick failures).
+pub const DEFAULT_RPC_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default `wait:` timeout.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Collects diagnostics while converting.
 struct V<'a> {
     loc: &'a Locator,
     out: Vec<Diagnostic>,
@@ -57,52 +53,99 @@ impl V<'_> {
             .push(Diagnostic::new(message, span, label).with_help(help));
     }
 
-    fn duration(&mut self, path: &str, value: &Option<String>) {
-        if let Some(v) = value {
-            self.duration_str(path, v);
-        }
+    fn duration(&mut self, path: &str, value: &Option<String>) -> Option<Duration> {
+        value.as_deref().and_then(|v| self.duration_str(path, v))
     }
 
-    fn duration_str(&mut self, path: &str, v: &str) {
-        if let Err(e) = parse_duration(v) {
-            self.at(
-                path,
-                format!("invalid duration '{v}': {e}"),
-                "expected a duration such as 500ms, 2s or 1m",
-                None,
-            );
-        }
-    }
-
-    fn one_of(&mut self, path: &str, what: &str, v: &str, allowed: &[&str]) {
-        if !allowed.contains(&v) {
-            self.at(
-                path,
-                format!("unknown {what} '{v}'"),
-                &format!("expected one of: {}", allowed.join(", ")),
-                did_you_mean(v, allowed.iter().copied()),
-            );
-        }
-    }
-
-    fn service_ref(&mut self, path: &str, name: &str, services: &[&str], key: bool) {
-        if !services.contains(&name) {
-            let msg = format!("unknown service '{name}'");
-            let label = if services.is_empty() {
-                "no services are defined".to_string()
-            } else {
-                format!("defined services: {}", services.join(", "))
-            };
-            let help = did_you_mean(name, services.iter().copied());
-            if key {
-                self.at_key(path, msg, &label, help);
-            } else {
-                self.at(path, msg, &label, help);
+    fn duration_str(&mut self, path: &str, v: &str) -> Option<Duration> {
+        match parse_duration(v) {
+            Ok(d) if d <= limits::MAX_DURATION => Some(d),
+            Ok(_) => {
+                self.at(
+                    path,
+                    format!("duration '{v}' is too long"),
+                    &format!("at most {}", limits::max_duration_text()),
+                    None,
+                );
+                None
+            }
+            Err(e) => {
+                self.at(
+                    path,
+                    format!("invalid duration '{v}': {e}"),
+                    "expected a duration such as 500ms, 2s or 1m",
+                    None,
+                );
+                None
             }
         }
     }
 
-    fn target(&mut self, path: &str, t: &TargetSpec) {
+    /// `v` as one of `allowed` (matched by `name`), else a diagnostic with the list and a did-you-mean.
+    fn one_of<T: Copy>(
+        &mut self,
+        path: &str,
+        what: &str,
+        v: &str,
+        allowed: &[T],
+        name: impl Fn(T) -> &'static str,
+    ) -> Option<T> {
+        if let Some(x) = allowed.iter().copied().find(|x| name(*x) == v) {
+            return Some(x);
+        }
+        let names: Vec<&str> = allowed.iter().map(|x| name(*x)).collect();
+        self.at(
+            path,
+            format!("unknown {what} '{v}'"),
+            &format!("expected one of: {}", names.join(", ")),
+            did_you_mean(v, names.iter().copied()),
+        );
+        None
+    }
+
+    /// A count between `min` and `max`.
+    fn count(&mut self, path: &str, key: &str, n: usize, min: usize, max: usize) -> Option<usize> {
+        if n < min {
+            self.at(
+                path,
+                format!("`{key}` must be at least {min}"),
+                &format!("expected {min} or more"),
+                None,
+            );
+            None
+        } else if n > max {
+            self.at(
+                path,
+                format!("`{key}` must be at most {max}"),
+                &format!("expected {min} to {max}"),
+                None,
+            );
+            None
+        } else {
+            Some(n)
+        }
+    }
+
+    fn service_ref(&mut self, path: &str, name: &str, services: &[&str], key: bool) -> bool {
+        if services.contains(&name) {
+            return true;
+        }
+        let msg = format!("unknown service '{name}'");
+        let label = if services.is_empty() {
+            "no services are defined".to_string()
+        } else {
+            format!("defined services: {}", services.join(", "))
+        };
+        let help = did_you_mean(name, services.iter().copied());
+        if key {
+            self.at_key(path, msg, &label, help);
+        } else {
+            self.at(path, msg, &label, help);
+        }
+        false
+    }
+
+    fn target(&mut self, path: &str, t: &model::TargetSpec) -> Target {
         if t.topic.trim().is_empty() {
             self.at(
                 &format!("{path}.topic"),
@@ -111,10 +154,28 @@ impl V<'_> {
                 None,
             );
         }
+        let mut target = Target::topic(t.topic.clone());
+        target.exchange = t.exchange.clone();
+        target.server = t.server.clone();
+        target.version = t.version.clone();
+        target.namespace = t.namespace.clone();
+        target
     }
 
-    fn expect(&mut self, path: &str, e: &Option<CallExpect>) {
-        let Some(e) = e else { return };
+    fn sender(&mut self, path: &str, from: &Option<String>, names: &[&str]) -> Sender {
+        match from {
+            Some(f) => {
+                self.service_ref(&format!("{path}.from"), f, names, false);
+                Sender::Service(f.clone())
+            }
+            None => Sender::Client,
+        }
+    }
+
+    fn expectation(&mut self, path: &str, e: &Option<model::CallExpect>) -> Expectation {
+        let Some(e) = e else {
+            return Expectation::default();
+        };
         if e.result.is_some() && e.error.is_some() {
             self.at_key(
                 &format!("{path}.error"),
@@ -123,120 +184,245 @@ impl V<'_> {
                 Some("remove `result:` or `error:`".into()),
             );
         }
-        if let Some(err) = &e.error {
-            self.one_of(
+        let error = e.error.as_ref().and_then(|err| {
+            let kind = self.one_of(
                 &format!("{path}.error.kind"),
                 "error kind",
                 &err.kind,
-                &ERROR_KINDS,
-            );
+                &ErrorKind::EXPECTABLE,
+                ErrorKind::as_str,
+            )?;
+            Some(ErrorExpect {
+                kind,
+                class: err.class.clone(),
+                module: err.module.clone(),
+                message_contains: err.message_contains.clone(),
+                condition: err.condition.clone(),
+            })
+        });
+        Expectation {
+            result: e.result.clone(),
+            error,
         }
     }
 
-    fn known(&mut self, path: &str, k: &[KnownFailure]) {
+    fn known(&mut self, path: &str, k: &[model::KnownFailure]) -> Vec<KnownFailure> {
+        let mut out = Vec::new();
         for (i, f) in k.iter().enumerate() {
-            if f.condition.trim().is_empty() {
+            let condition = f.condition.trim();
+            if condition.is_empty() {
                 self.at(
                     &format!("{path}.{i}.condition"),
                     "empty condition in known failure".into(),
                     "expected an AMQP condition such as amqp:not-found, or an error kind",
                     None,
                 );
+                continue;
             }
+            let broker = match BrokerMatch::parse(&f.broker) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.at(
+                        &format!("{path}.{i}.broker"),
+                        format!("unknown broker '{}' in known failure", f.broker),
+                        &e,
+                        None,
+                    );
+                    continue;
+                }
+            };
+            let condition = match ErrorKind::parse_in(condition, &ErrorKind::EXPECTABLE) {
+                Some(kind) => FailureCondition::Kind(kind),
+                None => FailureCondition::Amqp(condition.to_string()),
+            };
+            out.push(KnownFailure {
+                broker,
+                broker_label: f.broker.clone(),
+                condition,
+                reason: f.reason.clone(),
+            });
         }
-    }
-
-    fn node(&mut self, path: &str, node: &Option<String>, nodes: usize) {
-        let Some(n) = node else { return };
-        let idx = n.strip_prefix("node").unwrap_or(n).parse::<usize>();
-        match idx {
-            Ok(i) if i < nodes => {}
-            _ => {
-                let names: Vec<String> = (0..nodes).map(|i| format!("node{i}")).collect();
-                self.at(
-                    path,
-                    format!("unknown broker node '{n}'"),
-                    &format!("this scenario has {nodes} node(s): {}", names.join(", ")),
-                    None,
-                );
-            }
-        }
+        out
     }
 }
 
-/// Every semantic problem of `s`.
-pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
+/// Converts `raw` (named `default_name` unless it has a `name:`) to a typed scenario, or every problem.
+pub fn validate(
+    raw: &model::ScenarioFile,
+    loc: &Locator,
+    default_name: &str,
+) -> Result<Scenario, Vec<Diagnostic>> {
     let mut v = V {
         loc,
         out: Vec::new(),
     };
-    let b = &s.broker;
+    let broker = broker_req(&mut v, "broker", &raw.broker);
+    let notification_broker = raw
+        .notification_broker
+        .as_ref()
+        .map(|nb| broker_req(&mut v, "notification_broker", nb));
+    let driver = driver_settings(&mut v, &raw.driver, broker.addressing);
+    let services = services(&mut v, &raw.services);
+    let steps = steps(&mut v, raw, &services, broker.nodes.max(1));
+    if v.out.is_empty() {
+        Ok(Scenario {
+            name: raw.name.clone().unwrap_or_else(|| default_name.to_string()),
+            description: raw.description.clone(),
+            broker,
+            notification_broker,
+            driver,
+            services,
+            steps,
+        })
+    } else {
+        let mut out = v.out;
+        out.sort_by_key(|d| (d.span.line, d.span.col));
+        Err(out)
+    }
+}
+
+fn broker_req(v: &mut V<'_>, p: &str, b: &model::BrokerSection) -> BrokerReq {
     let kind = b.kind.as_deref().unwrap_or("embedded");
-    let kinds = ["embedded", "qpidd", "qdrouterd", "rabbitmq", "artemis"];
-    v.one_of("broker.kind", "broker kind", kind, &kinds);
-    if kind == "embedded" {
-        if let Some(f) = &b.flavour {
-            v.one_of(
-                "broker.flavour",
-                "embedded broker flavour",
-                f,
-                &EMBEDDED_FLAVOURS,
-            );
-        }
-    }
-    if b.nodes == Some(0) {
-        v.at(
-            "broker.nodes",
-            "a broker needs at least one node".into(),
-            "expected 1 or more",
-            None,
-        );
-    }
-    if let Some(a) = &b.addressing {
-        v.one_of("broker.addressing", "addressing mode", a, &ADDRESSING);
-    }
-    if let Some(nb) = &s.notification_broker {
-        let nkind = nb.kind.as_deref().unwrap_or("embedded");
-        v.one_of("notification_broker.kind", "broker kind", nkind, &kinds);
-        if nkind == "embedded" {
-            if let Some(f) = &nb.flavour {
-                v.one_of(
-                    "notification_broker.flavour",
+    let mut kinds = vec!["embedded"];
+    kinds.extend(Product::ALL.map(Product::as_str));
+    let mut choice = BrokerChoice::default();
+    if v.one_of(&format!("{p}.kind"), "broker kind", kind, &kinds, |k| k)
+        .is_some()
+    {
+        if kind == "embedded" {
+            if let Some(f) = &b.flavour {
+                let names = brokers::flavours();
+                if let Some(name) = v.one_of(
+                    &format!("{p}.flavour"),
                     "embedded broker flavour",
                     f,
-                    &EMBEDDED_FLAVOURS,
-                );
+                    &names,
+                    |n| n,
+                ) {
+                    choice = BrokerChoice::from_parts("embedded", Some(name)).unwrap_or_default();
+                }
+            }
+        } else {
+            match BrokerChoice::from_parts(kind, b.flavour.as_deref()) {
+                Ok(c) => choice = c,
+                Err(e) => v.at(&format!("{p}.flavour"), e, "not a known variant", None),
             }
         }
-        if nb.nodes == Some(0) {
+    }
+    if let (BrokerChoice::Real { version, .. }, Some(ver)) = (&mut choice, &b.version) {
+        match brokers::Version::parse(ver) {
+            Some(parsed) => *version = Some(parsed),
+            None => v.at(
+                &format!("{p}.version"),
+                format!("invalid broker version '{ver}'"),
+                "expected a version such as 3.10 or 4.3.6",
+                None,
+            ),
+        }
+    }
+    let nodes = match b.nodes {
+        Some(0) => {
             v.at(
-                "notification_broker.nodes",
+                &format!("{p}.nodes"),
                 "a broker needs at least one node".into(),
                 "expected 1 or more",
                 None,
             );
+            1
         }
-        if let Some(a) = &nb.addressing {
-            v.one_of(
-                "notification_broker.addressing",
-                "addressing mode",
-                a,
-                &ADDRESSING,
-            );
+        Some(n) => v
+            .count(&format!("{p}.nodes"), "nodes", n, 1, limits::MAX_NODES)
+            .unwrap_or(1),
+        None => 1,
+    };
+    let addressing = b.addressing.as_deref().and_then(|a| {
+        v.one_of(
+            &format!("{p}.addressing"),
+            "addressing mode",
+            a,
+            &AddressingMode::ALL,
+            AddressingMode::as_str,
+        )
+    });
+    BrokerReq {
+        choice,
+        nodes,
+        users: b
+            .users
+            .iter()
+            .map(|u| User {
+                name: u.name.clone(),
+                password: u.password.as_str().into(),
+            })
+            .collect(),
+        tls: b.tls,
+        addressing,
+        overrides: b.overrides.clone(),
+        image: b.image.clone(),
+    }
+}
+
+/// A JSON scalar as oslo's text form (strings unquoted, `null` empty).
+pub fn json_scalar(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn driver_settings(
+    v: &mut V<'_>,
+    d: &model::DriverSection,
+    addressing: Option<AddressingMode>,
+) -> DriverSettings {
+    let mut amqp = AmqpOptions::default();
+    for (k, val) in HARNESS_DRIVER_DEFAULTS {
+        let _ = amqp.set(k, val);
+    }
+    if let Some(a) = addressing {
+        amqp.addressing_mode = a;
+    }
+    let mut options = BTreeMap::new();
+    for (name, value) in &d.options {
+        let path = format!("driver.options.{name}");
+        let texts: Vec<String> = match value {
+            Json::Array(items) => items.iter().map(json_scalar).collect(),
+            other => vec![json_scalar(other)],
+        };
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        match amqp.set_multi(name, &refs) {
+            Ok(()) => {
+                options.insert(name.clone(), texts.join(","));
+            }
+            Err(driver::options::OptionError::Unknown { suggestion, .. }) => v.at_key(
+                &path,
+                format!("unknown driver option '{name}'"),
+                "not an [oslo_messaging_amqp] option",
+                suggestion.map(|s| format!("did you mean '{s}'?")),
+            ),
+            Err(driver::options::OptionError::Invalid { expected, .. }) => v.at(
+                &path,
+                format!("invalid value for driver option '{name}'"),
+                &format!("expected {expected}"),
+                None,
+            ),
         }
     }
-    v.duration(
-        "driver.rpc_response_timeout",
-        &s.driver.rpc_response_timeout,
-    );
-    let nodes = b.nodes.unwrap_or(1).max(1);
+    let rpc_response_timeout = v.duration("driver.rpc_response_timeout", &d.rpc_response_timeout);
+    DriverSettings {
+        options,
+        amqp,
+        rpc_response_timeout,
+        control_exchange: d.control_exchange.clone(),
+    }
+}
 
-    // Services.
-    let mut names: Vec<&str> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for (i, svc) in s.services.iter().enumerate() {
+fn services(v: &mut V<'_>, raw: &[model::Service]) -> Vec<Service> {
+    let mut out = Vec::new();
+    for (i, svc) in raw.iter().enumerate() {
         let p = format!("services.{i}");
-        if !seen.insert(svc.name.as_str()) {
+        if raw[..i].iter().any(|s| s.name == svc.name) {
             v.at(
                 &format!("{p}.name"),
                 format!("duplicate service name '{}'", svc.name),
@@ -244,14 +430,41 @@ pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
                 None,
             );
         }
-        names.push(svc.name.as_str());
-        if let Some(r) = &svc.record_as {
-            if !names.contains(&r.as_str()) {
-                names.push(r.as_str());
-            }
-        }
-        match (&svc.rpc_server, &svc.listener) {
-            (None, None) => v.at(
+        let expect_start_error = svc.expect_start_error.as_deref().and_then(|k| {
+            v.one_of(
+                &format!("{p}.expect_start_error"),
+                "start error kind",
+                k,
+                &ErrorKind::START,
+                ErrorKind::as_str,
+            )
+        });
+        let Some(role) = role(v, &p, svc) else {
+            continue;
+        };
+        out.push(Service {
+            name: svc.name.clone(),
+            kind: match svc.kind {
+                model::ServiceKind::Rust => ServiceKind::Rust,
+                model::ServiceKind::PythonOslo => ServiceKind::PythonOslo,
+            },
+            record_as: svc.record_as.clone().unwrap_or_else(|| svc.name.clone()),
+            vhost: svc.vhost.clone(),
+            expect_start_error,
+            config: svc.config.as_ref().map(|c| ServiceConfig {
+                template: c.template.clone(),
+                vars: c.vars.clone(),
+            }),
+            role,
+        });
+    }
+    out
+}
+
+fn role(v: &mut V<'_>, p: &str, svc: &model::Service) -> Option<Role> {
+    match (&svc.rpc_server, &svc.listener) {
+        (None, None) => {
+            v.at(
                 &format!("{p}.name"),
                 format!(
                     "service '{}' has neither `rpc_server` nor `listener`",
@@ -259,8 +472,11 @@ pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
                 ),
                 "a service is an RPC server or a notification listener",
                 Some("add `rpc_server:` or `listener:`".into()),
-            ),
-            (Some(_), Some(_)) => v.at_key(
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            v.at_key(
                 &format!("{p}.listener"),
                 format!(
                     "service '{}' has both `rpc_server` and `listener`",
@@ -268,202 +484,104 @@ pub fn validate(s: &Scenario, loc: &Locator) -> Vec<Diagnostic> {
                 ),
                 "define the listener as a separate service",
                 None,
-            ),
-            _ => {}
-        }
-        if let Some(k) = &svc.expect_start_error {
-            v.one_of(
-                &format!("{p}.expect_start_error"),
-                "start error kind",
-                k,
-                &[
-                    "timed_out",
-                    "refused",
-                    "invalid_target",
-                    "disconnected",
-                    "closed",
-                ],
             );
+            None
         }
-        if let Some(r) = &svc.rpc_server {
-            v.target(&format!("{p}.rpc_server.target"), &r.target);
-            if r.endpoints.is_empty() {
-                v.at(
-                    &format!("{p}.rpc_server.endpoints"),
-                    "an RPC server needs at least one endpoint".into(),
-                    "empty",
-                    None,
-                );
-            }
-            for (j, ep) in r.endpoints.iter().enumerate() {
-                for (m, beh) in &ep.methods {
-                    behaviour(
-                        &mut v,
-                        &format!("{p}.rpc_server.endpoints.{j}.methods.{m}"),
-                        beh,
-                    );
-                }
-            }
-        }
-        if let Some(l) = &svc.listener {
-            if l.targets.is_empty() {
-                v.at(
-                    &format!("{p}.listener.targets"),
-                    "a listener needs at least one target".into(),
-                    "empty",
-                    None,
-                );
-            }
-            for (j, t) in l.targets.iter().enumerate() {
-                v.target(&format!("{p}.listener.targets.{j}"), t);
-            }
-            for (j, pr) in l.priorities.iter().enumerate() {
-                v.one_of(
-                    &format!("{p}.listener.priorities.{j}"),
-                    "priority",
-                    pr,
-                    &PRIORITIES,
-                );
-            }
-        }
+        (Some(r), None) => Some(rpc_server(v, &format!("{p}.rpc_server"), r)),
+        (None, Some(l)) => Some(listener(v, &format!("{p}.listener"), l)),
     }
+}
 
-    if s.steps.is_empty() {
-        v.at_key(
-            "steps",
-            "the scenario has no steps".into(),
-            "expected at least one step",
+fn rpc_server(v: &mut V<'_>, p: &str, r: &model::RpcServerSpec) -> Role {
+    let target = v.target(&format!("{p}.target"), &r.target);
+    if r.endpoints.is_empty() {
+        v.at(
+            &format!("{p}.endpoints"),
+            "an RPC server needs at least one endpoint".into(),
+            "empty",
             None,
         );
     }
-    for (i, step) in s.steps.iter().enumerate() {
-        let p = format!("steps.{i}.{}", step.keyword());
-        match step {
-            Step::Group(g) => {
-                if g.trim().is_empty() {
-                    v.at(&p, "empty group name".into(), "expected a name", None);
-                }
-            }
-            Step::Call(c) => {
-                if let Some(f) = &c.from {
-                    v.service_ref(&format!("{p}.from"), f, &names, false);
-                }
-                v.target(&format!("{p}.target"), &c.target);
-                v.duration(&format!("{p}.timeout"), &c.timeout);
-                v.duration(
-                    &format!("{p}.call_monitor_timeout"),
-                    &c.call_monitor_timeout,
-                );
-                if c.repeat == Some(0) {
-                    v.at(
-                        &format!("{p}.repeat"),
-                        "`repeat` must be at least 1".into(),
-                        "expected 1 or more",
-                        None,
-                    );
-                }
-                if let Some(n) = c.concurrency {
-                    if n == 0 {
-                        v.at(
-                            &format!("{p}.concurrency"),
-                            "`concurrency` must be at least 1".into(),
-                            "expected 1 or more",
-                            None,
-                        );
-                    } else if c.repeat.is_none() {
-                        v.at_key(
-                            &format!("{p}.concurrency"),
-                            "`concurrency` without `repeat`".into(),
-                            "concurrency applies to repeated calls",
-                            Some("add `repeat: N`".into()),
-                        );
-                    }
-                }
-                if let Some(m) = &c.reply_mode {
-                    v.one_of(&format!("{p}.reply_mode"), "reply mode", m, &REPLY_MODES);
-                }
-                v.expect(&format!("{p}.expect"), &c.expect);
-                v.known(&format!("{p}.known_failures"), &c.known_failures);
-            }
-            Step::Cast(c) | Step::Fanout(c) => {
-                if let Some(f) = &c.from {
-                    v.service_ref(&format!("{p}.from"), f, &names, false);
-                }
-                v.target(&format!("{p}.target"), &c.target);
-                if c.repeat == Some(0) {
-                    v.at(
-                        &format!("{p}.repeat"),
-                        "`repeat` must be at least 1".into(),
-                        "expected 1 or more",
-                        None,
-                    );
-                }
-                if let Some(e) = &c.expect {
-                    if e.result.is_some() {
-                        v.at_key(
-                            &format!("{p}.expect.result"),
-                            "a cast has no result".into(),
-                            "only `error:` can be expected",
-                            None,
-                        );
-                    }
-                }
-                v.expect(&format!("{p}.expect"), &c.expect);
-                v.known(&format!("{p}.known_failures"), &c.known_failures);
-            }
-            Step::Notify(n) => {
-                if let Some(f) = &n.from {
-                    v.service_ref(&format!("{p}.from"), f, &names, false);
-                }
-                v.one_of(
-                    &format!("{p}.priority"),
-                    "priority",
-                    &n.priority,
-                    &PRIORITIES,
-                );
-                if let Some(ver) = n.version {
-                    if ver != 1 && ver != 2 {
-                        v.at(
-                            &format!("{p}.version"),
-                            format!("unknown notification version {ver}"),
-                            "expected 1 or 2",
-                            None,
-                        );
-                    }
-                }
-                v.expect(&format!("{p}.expect"), &n.expect);
-                v.known(&format!("{p}.known_failures"), &n.known_failures);
-            }
-            Step::Wait(w) => {
-                for svc in w.deliveries.keys() {
-                    v.service_ref(&format!("{p}.deliveries.{svc}"), svc, &names, true);
-                }
-                v.duration(&format!("{p}.timeout"), &w.timeout);
-            }
-            Step::Expect(e) => {
-                for svc in e.deliveries.keys() {
-                    v.service_ref(&format!("{p}.deliveries.{svc}"), svc, &names, true);
-                }
-                for svc in e.received.keys() {
-                    v.service_ref(&format!("{p}.received.{svc}"), svc, &names, true);
-                }
-            }
-            Step::Sleep(d) => v.duration_str(&p, d),
-            Step::Kill(n) | Step::Restart(n) | Step::DropConnections(n) => {
-                v.node(&format!("{p}.node"), &n.node, nodes)
-            }
-            Step::Pause(n) => {
-                v.node(&format!("{p}.node"), &n.node, nodes);
-                v.duration_str(&format!("{p}.for"), &n.duration);
-            }
-        }
-    }
-    v.out.sort_by_key(|d| (d.span.line, d.span.col));
-    v.out
+    let endpoints = r
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(j, ep)| Endpoint {
+            namespace: ep.namespace.clone(),
+            version: ep.version.clone(),
+            methods: ep
+                .methods
+                .iter()
+                .filter_map(|(m, beh)| {
+                    behaviour(v, &format!("{p}.endpoints.{j}.methods.{m}"), beh)
+                        .map(|b| (m.clone(), b))
+                })
+                .collect(),
+        })
+        .collect();
+    Role::RpcServer { target, endpoints }
 }
 
-fn behaviour(v: &mut V<'_>, p: &str, b: &Behaviour) {
-    v.duration(&format!("{p}.sleep"), &b.sleep);
+fn listener(v: &mut V<'_>, p: &str, l: &model::ListenerSpec) -> Role {
+    if l.targets.is_empty() {
+        v.at(
+            &format!("{p}.targets"),
+            "a listener needs at least one target".into(),
+            "empty",
+            None,
+        );
+    }
+    let targets = l
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(j, t)| v.target(&format!("{p}.targets.{j}"), t))
+        .collect();
+    let named: Vec<Priority> = l
+        .priorities
+        .iter()
+        .enumerate()
+        .filter_map(|(j, pr)| {
+            v.one_of(
+                &format!("{p}.priorities.{j}"),
+                "priority",
+                pr,
+                &priorities(),
+                Priority::as_lower,
+            )
+        })
+        .collect();
+    let requeue = v
+        .count(
+            &format!("{p}.requeue"),
+            "requeue",
+            l.requeue,
+            0,
+            limits::MAX_REQUEUE,
+        )
+        .unwrap_or(0);
+    Role::Listener {
+        targets,
+        priorities_named: !l.priorities.is_empty(),
+        priorities: if l.priorities.is_empty() {
+            Priority::ALL.to_vec()
+        } else {
+            named
+        },
+        pool: l.pool.clone(),
+        requeue,
+    }
+}
+
+/// The driver's priorities in alphabetical order, as diagnostics list them.
+fn priorities() -> [Priority; 7] {
+    let mut all = Priority::ALL;
+    all.sort_by_key(|p| p.as_lower());
+    all
+}
+
+fn behaviour(v: &mut V<'_>, p: &str, b: &model::Behaviour) -> Option<Behaviour> {
+    let sleep = v.duration(&format!("{p}.sleep"), &b.sleep);
     let outcomes = [
         b.echo,
         b.returns.is_some(),
@@ -481,11 +599,17 @@ fn behaviour(v: &mut V<'_>, p: &str, b: &Behaviour) {
             "conflicting behaviours",
             None,
         );
+        return None;
     }
-    if let Some(op) = &b.state {
-        v.one_of(&format!("{p}.state"), "state operation", op, &STATE_OPS);
-    }
-    if let Some(r) = &b.raise {
+    let action = if let Some(op) = &b.state {
+        Action::State(v.one_of(
+            &format!("{p}.state"),
+            "state operation",
+            op,
+            &StateOp::ALL,
+            StateOp::as_str,
+        )?)
+    } else if let Some(r) = &b.raise {
         if r.class.trim().is_empty() {
             v.at(
                 &format!("{p}.raise.class"),
@@ -494,5 +618,276 @@ fn behaviour(v: &mut V<'_>, p: &str, b: &Behaviour) {
                 None,
             );
         }
+        Action::Raise {
+            class: r.class.clone(),
+            module: r.module.clone(),
+            message: r.message.clone(),
+        }
+    } else if let Some(val) = &b.returns {
+        Action::Return(val.clone())
+    } else if b.whoami {
+        Action::Whoami
+    } else {
+        Action::Echo
+    };
+    Some(Behaviour { sleep, action })
+}
+
+/// Service names steps can refer to: every service and every `record_as` name.
+fn reference_names(services: &[Service]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for s in services {
+        for n in [s.name.as_str(), s.record_as.as_str()] {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
     }
+    names
+}
+
+fn steps(
+    v: &mut V<'_>,
+    raw: &model::ScenarioFile,
+    services: &[Service],
+    nodes: usize,
+) -> Vec<Step> {
+    if raw.steps.is_empty() {
+        v.at_key(
+            "steps",
+            "the scenario has no steps".into(),
+            "expected at least one step",
+            None,
+        );
+    }
+    let names = reference_names(services);
+    let mut out = Vec::new();
+    for (i, step) in raw.steps.iter().enumerate() {
+        let p = format!("steps.{i}.{}", step.keyword());
+        let line = v.loc.key(&p).map(|s| s.line).unwrap_or(0);
+        if let Some(kind) = step_kind(v, &p, step, &names, nodes) {
+            out.push(Step {
+                number: i + 1,
+                line,
+                kind,
+            });
+        }
+    }
+    out
+}
+
+fn step_kind(
+    v: &mut V<'_>,
+    p: &str,
+    step: &model::Step,
+    names: &[&str],
+    nodes: usize,
+) -> Option<StepKind> {
+    Some(match step {
+        model::Step::Group(g) => {
+            if g.trim().is_empty() {
+                v.at(p, "empty group name".into(), "expected a name", None);
+            }
+            StepKind::Group(g.clone())
+        }
+        model::Step::Call(c) => StepKind::Call(call(v, p, c, names)),
+        model::Step::Cast(c) => StepKind::Cast(cast(v, p, c, names, false)),
+        model::Step::Fanout(c) => StepKind::Cast(cast(v, p, c, names, true)),
+        model::Step::Notify(n) => StepKind::Notify(notify(v, p, n, names)?),
+        model::Step::Wait(w) => {
+            for svc in w.deliveries.keys() {
+                v.service_ref(&format!("{p}.deliveries.{svc}"), svc, names, true);
+            }
+            StepKind::Wait(Wait {
+                deliveries: w.deliveries.clone(),
+                timeout: v
+                    .duration(&format!("{p}.timeout"), &w.timeout)
+                    .unwrap_or(DEFAULT_WAIT_TIMEOUT),
+            })
+        }
+        model::Step::Expect(e) => {
+            for svc in e.deliveries.keys() {
+                v.service_ref(&format!("{p}.deliveries.{svc}"), svc, names, true);
+            }
+            for svc in e.received.keys() {
+                v.service_ref(&format!("{p}.received.{svc}"), svc, names, true);
+            }
+            StepKind::Expect(Expect {
+                deliveries: e.deliveries.clone(),
+                received: e.received.clone(),
+                broker_counters: e.broker_counters.clone(),
+            })
+        }
+        model::Step::Sleep(d) => StepKind::Sleep(v.duration_str(p, d)?),
+        model::Step::Kill(n) => fault(v, p, FaultOp::Kill, &n.node, nodes)?,
+        model::Step::Restart(n) => fault(v, p, FaultOp::Restart, &n.node, nodes)?,
+        model::Step::DropConnections(n) => fault(v, p, FaultOp::DropConnections, &n.node, nodes)?,
+        model::Step::Pause(n) => {
+            let d = v.duration_str(&format!("{p}.for"), &n.duration);
+            let f = fault(v, p, FaultOp::Pause(d.unwrap_or_default()), &n.node, nodes)?;
+            d?;
+            f
+        }
+    })
+}
+
+fn fault(
+    v: &mut V<'_>,
+    p: &str,
+    op: FaultOp,
+    node: &Option<String>,
+    nodes: usize,
+) -> Option<StepKind> {
+    let index = match node {
+        None => 0,
+        Some(n) => match n.strip_prefix("node").unwrap_or(n).parse::<usize>() {
+            Ok(i) if i < nodes => i,
+            _ => {
+                let names: Vec<String> = (0..nodes).map(|i| format!("node{i}")).collect();
+                v.at(
+                    &format!("{p}.node"),
+                    format!("unknown broker node '{n}'"),
+                    &format!("this scenario has {nodes} node(s): {}", names.join(", ")),
+                    None,
+                );
+                return None;
+            }
+        },
+    };
+    Some(StepKind::Fault(Fault { op, node: index }))
+}
+
+fn repeat(v: &mut V<'_>, p: &str, r: Option<usize>) -> usize {
+    r.and_then(|n| v.count(&format!("{p}.repeat"), "repeat", n, 1, limits::MAX_REPEAT))
+        .unwrap_or(1)
+}
+
+fn call(v: &mut V<'_>, p: &str, c: &model::CallStep, names: &[&str]) -> Call {
+    let from = v.sender(p, &c.from, names);
+    let target = v.target(&format!("{p}.target"), &c.target);
+    let timeout = v.duration(&format!("{p}.timeout"), &c.timeout);
+    let call_monitor_timeout = v.duration(
+        &format!("{p}.call_monitor_timeout"),
+        &c.call_monitor_timeout,
+    );
+    let repeat = repeat(v, p, c.repeat);
+    let mut concurrency = 1;
+    if let Some(n) = c.concurrency {
+        if c.repeat.is_none() && n > 0 {
+            v.at_key(
+                &format!("{p}.concurrency"),
+                "`concurrency` without `repeat`".into(),
+                "concurrency applies to repeated calls",
+                Some("add `repeat: N`".into()),
+            );
+        }
+        concurrency = v
+            .count(
+                &format!("{p}.concurrency"),
+                "concurrency",
+                n,
+                1,
+                limits::MAX_CONCURRENCY,
+            )
+            .unwrap_or(1);
+    }
+    let reply_mode = c.reply_mode.as_deref().and_then(|m| {
+        v.one_of(
+            &format!("{p}.reply_mode"),
+            "reply mode",
+            m,
+            &ReplyMode::ALL,
+            ReplyMode::as_str,
+        )
+    });
+    Call {
+        from,
+        target,
+        method: c.method.clone(),
+        args: c.args.clone(),
+        context: c.context.clone(),
+        timeout,
+        call_monitor_timeout,
+        repeat,
+        concurrency,
+        repeated: c.repeat.is_some(),
+        reply_mode,
+        expect: v.expectation(&format!("{p}.expect"), &c.expect),
+        known_failures: v.known(&format!("{p}.known_failures"), &c.known_failures),
+    }
+}
+
+fn no_result(v: &mut V<'_>, p: &str, e: &Option<model::CallExpect>, what: &str) {
+    if e.as_ref().is_some_and(|e| e.result.is_some()) {
+        v.at_key(
+            &format!("{p}.expect.result"),
+            format!("a {what} has no result"),
+            "only `error:` can be expected",
+            None,
+        );
+    }
+}
+
+fn cast(v: &mut V<'_>, p: &str, c: &model::CastStep, names: &[&str], fanout: bool) -> Cast {
+    let from = v.sender(p, &c.from, names);
+    let mut target = v.target(&format!("{p}.target"), &c.target);
+    target.fanout = fanout;
+    let repeat = repeat(v, p, c.repeat);
+    no_result(v, p, &c.expect, "cast");
+    Cast {
+        from,
+        target,
+        fanout,
+        method: c.method.clone(),
+        args: c.args.clone(),
+        context: c.context.clone(),
+        repeat,
+        expect: v.expectation(&format!("{p}.expect"), &c.expect),
+        known_failures: v.known(&format!("{p}.known_failures"), &c.known_failures),
+    }
+}
+
+fn notify(v: &mut V<'_>, p: &str, n: &model::NotifyStep, names: &[&str]) -> Option<Notify> {
+    let from = v.sender(p, &n.from, names);
+    let priority = v.one_of(
+        &format!("{p}.priority"),
+        "priority",
+        &n.priority,
+        &priorities(),
+        Priority::as_lower,
+    );
+    let version = match n.version {
+        None | Some(2) => NotifyVersion::V2,
+        Some(1) => NotifyVersion::V1,
+        Some(other) => {
+            v.at(
+                &format!("{p}.version"),
+                format!("unknown notification version {other}"),
+                "expected 1 or 2",
+                None,
+            );
+            NotifyVersion::V2
+        }
+    };
+    let repeat = repeat(v, p, n.repeat);
+    no_result(v, p, &n.expect, "notification");
+    let expect = v.expectation(&format!("{p}.expect"), &n.expect);
+    let known_failures = v.known(&format!("{p}.known_failures"), &n.known_failures);
+    Some(Notify {
+        from,
+        publisher: n.publisher.clone(),
+        topics: if n.topics.is_empty() {
+            vec!["notifications".to_string()]
+        } else {
+            n.topics.clone()
+        },
+        priority: priority?,
+        event_type: n.event_type.clone(),
+        payload: n.payload.clone(),
+        context: n.context.clone(),
+        version,
+        repeat,
+        expect,
+        known_failures,
+    })
 }

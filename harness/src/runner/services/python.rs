@@ -1,0 +1,340 @@
+//! Services hosted by the Python oslo.messaging peer ([`crate::peer`]): `kind: python-oslo` RPC servers
+//! and listeners, and calls, casts and notifications sent through the Python driver.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use driver::url::TransportUrl;
+use driver::Target;
+use serde_json::{json, Value as Json};
+use tokio::task::JoinHandle;
+
+use crate::peer::{PeerFailure, PeerOptions, PythonPeer};
+use crate::runner::check::OpError;
+use crate::runner::record::{lock, Recorder};
+use crate::scenario::{Action, Behaviour, Endpoint, ErrorKind, Notify, Role, Service};
+
+/// The peer process and the task that records what its services receive.
+pub struct Peer {
+    peer: Arc<PythonPeer>,
+    pump: JoinHandle<()>,
+    names: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("pid", &self.peer.pid())
+            .finish()
+    }
+}
+
+fn target_json(t: &Target) -> Json {
+    let mut m = serde_json::Map::new();
+    m.insert("topic".into(), Json::String(t.topic.clone()));
+    for (k, v) in [
+        ("server", &t.server),
+        ("exchange", &t.exchange),
+        ("version", &t.version),
+        ("namespace", &t.namespace),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), Json::String(v.clone()));
+        }
+    }
+    Json::Object(m)
+}
+
+/// One endpoint in the harness scenario format, which the peer mirrors exactly.
+fn endpoint_json(ep: &Endpoint) -> Json {
+    let methods: serde_json::Map<String, Json> = ep
+        .methods
+        .iter()
+        .map(|(name, b)| (name.clone(), behaviour_json(b)))
+        .collect();
+    let mut e = json!({ "methods": methods });
+    if let Some(ns) = &ep.namespace {
+        e["namespace"] = json!(ns);
+    }
+    if let Some(v) = &ep.version {
+        e["version"] = json!(v);
+    }
+    e
+}
+
+fn behaviour_json(b: &Behaviour) -> Json {
+    let mut m = serde_json::Map::new();
+    if let Some(d) = b.sleep {
+        m.insert("sleep".into(), json!(d.as_secs_f64()));
+    }
+    match &b.action {
+        Action::Echo => {}
+        Action::Return(v) => {
+            m.insert("return".into(), v.clone());
+        }
+        Action::Raise {
+            class,
+            module,
+            message,
+        } => {
+            m.insert(
+                "raise".into(),
+                json!({"class": class, "module": module, "message": message}),
+            );
+        }
+        Action::State(op) => {
+            m.insert("state".into(), json!(op.as_str()));
+        }
+        Action::Whoami => {
+            m.insert("whoami".into(), json!(true));
+        }
+    }
+    Json::Object(m)
+}
+
+/// What the peer's services need of the scenario's driver settings.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// `{"oslo_messaging_amqp": {...}, "DEFAULT": {...}}` as the peer applies it.
+    pub json: Json,
+}
+
+impl PeerConfig {
+    /// From the scenario's oslo options, the broker's addressing mode and the control exchange.
+    pub fn new(
+        options: &std::collections::BTreeMap<String, String>,
+        addressing: Option<driver::options::AddressingMode>,
+        control_exchange: Option<&str>,
+    ) -> Self {
+        let mut amqp = serde_json::Map::new();
+        if let Some(a) = addressing {
+            amqp.insert("addressing_mode".into(), json!(a.as_str()));
+        }
+        for (k, v) in options {
+            amqp.insert(k.clone(), json!(v));
+        }
+        let mut default = serde_json::Map::new();
+        if let Some(x) = control_exchange {
+            default.insert("control_exchange".into(), json!(x));
+        }
+        PeerConfig {
+            json: json!({"oslo_messaging_amqp": amqp, "DEFAULT": default}),
+        }
+    }
+}
+
+/// The kind of a peer failure (`timeout`, `delivery`, `remote`...) as the harness names it.
+fn failure_kind(kind: &str) -> ErrorKind {
+    match kind {
+        "timeout" => ErrorKind::TimedOut,
+        "delivery" => ErrorKind::DeliveryFailed,
+        other => ErrorKind::from_driver(other),
+    }
+}
+
+fn map_failure(f: PeerFailure) -> OpError {
+    let kind = failure_kind(&f.kind);
+    let remote = (kind == ErrorKind::Remote).then(|| {
+        (
+            f.class.clone().unwrap_or_default(),
+            f.module.clone().unwrap_or_default(),
+        )
+    });
+    OpError {
+        kind,
+        condition: None,
+        message: Some(f.message),
+        remote,
+    }
+}
+
+fn other_error(message: String) -> OpError {
+    OpError::new(ErrorKind::Other, message)
+}
+
+/// Records one asynchronous peer event (a call or notification a service received).
+fn record_event(recorder: &Recorder, rec: &str, event: &str, raw: &Json) {
+    let s = |k: &str| raw.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    match event {
+        "call" => {
+            let method = s("method");
+            let args = raw
+                .get("args")
+                .cloned()
+                .unwrap_or(Json::Object(Default::default()));
+            recorder.record(rec, method.clone(), format!("{method} {args}"));
+        }
+        "notification" => {
+            let pr = s("priority").to_lowercase();
+            let et = s("event_type");
+            let payload = raw.get("payload").cloned().unwrap_or(Json::Null);
+            let v = if s("version").starts_with('1') { 1 } else { 2 };
+            let key = format!("{pr}:{et}");
+            let mut line = format!("{pr} {et} {payload} publisher={} v{v}", s("publisher_id"));
+            if s("action") == "requeue" {
+                line.push_str(" (requeued)");
+                recorder.record(rec, format!("requeued:{key}"), line);
+            } else {
+                recorder.record(rec, key, line);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A call, cast or fanout through the peer.
+#[derive(Debug)]
+pub struct PeerCall<'a> {
+    /// `call`, `cast` or `fanout`.
+    pub op: &'a str,
+    /// Target.
+    pub target: &'a Target,
+    /// Method.
+    pub method: &'a str,
+    /// Arguments.
+    pub args: &'a serde_json::Map<String, Json>,
+    /// Context.
+    pub context: &'a serde_json::Map<String, Json>,
+    /// Call timeout.
+    pub timeout: Option<Duration>,
+    /// Call monitor timeout.
+    pub monitor: Option<Duration>,
+}
+
+impl Peer {
+    /// Starts the peer; its services' deliveries go to `recorder`.
+    pub async fn spawn(recorder: Arc<Recorder>) -> Result<Peer, String> {
+        let peer = PythonPeer::spawn(PeerOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let peer = Arc::new(peer);
+        let names: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+        let (p2, n2) = (peer.clone(), names.clone());
+        let pump = tokio::spawn(async move {
+            while let Some(ev) = p2.next_event().await {
+                let Some(svc) = ev.service.clone() else {
+                    continue;
+                };
+                let rec = lock(&n2).get(&svc).cloned().unwrap_or(svc);
+                record_event(&recorder, &rec, &ev.event, &ev.raw);
+            }
+        });
+        Ok(Peer { peer, pump, names })
+    }
+
+    /// Starts `svc` in the peer on `url`.
+    pub async fn start_service(
+        &self,
+        svc: &Service,
+        url: &TransportUrl,
+        config: &PeerConfig,
+    ) -> Result<(), String> {
+        lock(&self.names).insert(svc.name.clone(), svc.record_as.clone());
+        let url = url.expose();
+        let (op, req) = match &svc.role {
+            Role::RpcServer { target, endpoints } => {
+                let endpoints: Vec<Json> = endpoints.iter().map(endpoint_json).collect();
+                (
+                    "rpc_server",
+                    json!({"service": svc.name, "url": url.expose(), "target": target_json(target),
+                           "endpoints": endpoints, "config": config.json}),
+                )
+            }
+            Role::Listener {
+                targets,
+                priorities,
+                priorities_named,
+                pool,
+                requeue,
+            } => {
+                let targets: Vec<Json> = targets.iter().map(target_json).collect();
+                let mut req = json!({"service": svc.name, "url": url.expose(), "targets": targets,
+                                     "requeue": requeue, "config": config.json});
+                if *priorities_named {
+                    let names: Vec<&str> = priorities.iter().map(|p| p.as_lower()).collect();
+                    req["priorities"] = json!(names);
+                }
+                if let Some(p) = pool {
+                    req["pool"] = json!(p);
+                }
+                ("listener", req)
+            }
+        };
+        self.peer
+            .request_ok(op, req)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// One call, cast or fanout from a service on `url`.
+    pub async fn call(&self, url: &TransportUrl, c: &PeerCall<'_>) -> Result<Json, OpError> {
+        let mut req = json!({"url": url.expose().expose(), "target": target_json(c.target),
+                             "method": c.method, "args": c.args, "ctxt": c.context});
+        if let Some(t) = c.timeout {
+            req["timeout"] = json!(t.as_secs_f64());
+        }
+        if let Some(m) = c.monitor {
+            req["call_monitor_timeout"] = json!(m.as_secs().max(1));
+        }
+        match self.peer.request(c.op, req).await {
+            Ok(reply) => match reply.into_result() {
+                Ok(fields) => Ok(fields.get("result").cloned().unwrap_or(Json::Null)),
+                Err(f) => Err(map_failure(*f)),
+            },
+            Err(e) => Err(other_error(e.to_string())),
+        }
+    }
+
+    /// Sends `step.repeat` notifications through the Python notifier of service `from` on `url`
+    /// (one notifier per service, driver and topics, made on first use).
+    pub async fn notify(
+        &self,
+        url: &TransportUrl,
+        from: &str,
+        step: &Notify,
+    ) -> Vec<Result<(), OpError>> {
+        let driver = match step.version {
+            driver::NotifyVersion::V1 => "v1",
+            driver::NotifyVersion::V2 => "v2",
+        };
+        let publisher = step.publisher.clone().unwrap_or_else(|| from.to_string());
+        let service = format!(
+            "{from}:notifier:{driver}:{}:{publisher}",
+            step.topics.join(",")
+        );
+        let create = json!({"service": service, "url": url.expose().expose(), "driver": driver,
+                            "topics": step.topics, "publisher_id": publisher});
+        if let Err(e) = self.peer.request_ok("notifier", create).await {
+            let msg = e.to_string();
+            if !msg.contains("already exists") {
+                return vec![Err(other_error(msg)); step.repeat];
+            }
+        }
+        let mut out = Vec::with_capacity(step.repeat.min(1024));
+        for _ in 0..step.repeat {
+            let req = json!({"service": service, "priority": step.priority.as_lower(),
+                             "event_type": step.event_type, "payload": step.payload,
+                             "ctxt": step.context});
+            out.push(match self.peer.request("notify", req).await {
+                Ok(reply) => reply.into_result().map(|_| ()).map_err(|f| map_failure(*f)),
+                Err(e) => Err(other_error(e.to_string())),
+            });
+        }
+        out
+    }
+
+    /// Stops the peer (its services with it).
+    pub async fn stop(self) {
+        self.pump.abort();
+        match Arc::try_unwrap(self.peer) {
+            Ok(p) => {
+                let _ = p.stop().await;
+            }
+            Err(p) => {
+                let _ = p.request("stop", json!({})).await;
+            }
+        }
+    }
+}

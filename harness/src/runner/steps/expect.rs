@@ -1,0 +1,62 @@
+//! `expect:`: deliveries so far and broker counters.
+
+use super::{compact, StepCtx};
+use crate::runner::check::{json_subset, StepOutcome};
+use crate::scenario::Expect;
+
+/// Checks deliveries and node0's counters right now.
+pub fn expect(ctx: &mut StepCtx<'_>, n: usize, e: &Expect) -> StepOutcome {
+    let mut problems = Vec::new();
+    let mut parts = Vec::new();
+    let rec = &ctx.env.recorder;
+    for (svc, want) in &e.deliveries {
+        let got = rec.count(svc);
+        parts.push(format!("{svc}={got}"));
+        if got != *want {
+            problems.push(format!("{svc} received {got} deliveries, expected {want}"));
+        }
+    }
+    for (svc, keys) in &e.received {
+        for (key, want) in keys {
+            let got = rec.count_key(svc, key);
+            parts.push(format!("{svc}.{key}={got}"));
+            if got != *want {
+                problems.push(format!("{svc} received {key} {got} times, expected {want}"));
+            }
+        }
+    }
+    if let Some(want) = &e.broker_counters {
+        let actual = ctx
+            .brokers
+            .main()
+            .and_then(|h| h.nodes.first())
+            .and_then(|node| node.counters());
+        match actual {
+            // `flavour: X` in the expectation scopes it to that broker flavour: queue and address
+            // names are flavour-specific (a router has no queues).
+            Some(actual)
+                if want.get("flavour").is_some()
+                    && want.get("flavour") != actual.get("flavour") =>
+            {
+                parts.push("broker_counters (not available, skipped)".into());
+            }
+            Some(actual) => {
+                json_subset("", want, &actual, &mut problems);
+                parts.push(format!("broker_counters {}", compact(want)));
+            }
+            None => parts.push("broker_counters (not available, skipped)".into()),
+        }
+    }
+    let verdict = if problems.is_empty() {
+        "ok".to_string()
+    } else {
+        format!("FAILED: {}", problems.join("; "))
+    };
+    ctx.transcript
+        .step(format!("{n} expect {} -> {verdict}", parts.join(" ")));
+    if problems.is_empty() {
+        StepOutcome::pass()
+    } else {
+        StepOutcome::fail(problems.join("; "))
+    }
+}

@@ -1,0 +1,51 @@
+//! Broker faults: `kill`, `restart`, `drop_connections`, `pause`.
+
+use super::StepCtx;
+use crate::backend::BackendError;
+use crate::runner::check::StepOutcome;
+use crate::scenario::{Fault, FaultOp};
+
+/// Performs `f` on its node of the managed broker.
+pub async fn fault(ctx: &mut StepCtx<'_>, n: usize, f: &Fault) -> StepOutcome {
+    let op = f.op.as_str();
+    let node_name = format!("node{}", f.node);
+    let Some(h) = ctx.brokers.main() else {
+        ctx.transcript.step(format!(
+            "{n} {op} {node_name} -> skipped (no managed broker)"
+        ));
+        return StepOutcome::skipped(
+            "fault steps need a broker started by the harness (not --url)",
+        );
+    };
+    let Some(node) = h.nodes.get(f.node) else {
+        return StepOutcome::fail(format!("no broker node {node_name}"));
+    };
+    let r = match f.op {
+        FaultOp::Kill => node.kill().await,
+        FaultOp::Restart => node.restart().await,
+        FaultOp::DropConnections => node.drop_connections().await,
+        FaultOp::Pause(d) => match node.pause().await {
+            Ok(()) => {
+                tokio::time::sleep(d).await;
+                node.resume().await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match r {
+        Ok(()) => {
+            ctx.transcript.step(format!("{n} {op} {node_name} -> ok"));
+            StepOutcome::pass()
+        }
+        Err(BackendError::Unsupported { backend, what }) => {
+            ctx.transcript
+                .step(format!("{n} {op} {node_name} -> skipped (unsupported)"));
+            StepOutcome::skipped(format!("backend {backend} does not support {what}"))
+        }
+        Err(e) => {
+            ctx.transcript
+                .step(format!("{n} {op} {node_name} -> error"));
+            StepOutcome::fail(e.to_string())
+        }
+    }
+}
