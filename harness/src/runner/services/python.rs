@@ -10,7 +10,8 @@ use driver::Target;
 use serde_json::{json, Value as Json};
 use tokio::task::JoinHandle;
 
-use crate::peer::{PeerFailure, PeerOptions, PythonPeer};
+use crate::peer::protocol::{CallRequest, Request, TargetJson};
+use crate::peer::{FailureKind, PeerFailure, PeerOptions, PythonPeer};
 use crate::runner::check::OpError;
 use crate::runner::record::{lock, Recorder};
 use crate::scenario::{Action, Behaviour, Endpoint, ErrorKind, Notify, Role, Service};
@@ -28,22 +29,6 @@ impl std::fmt::Debug for Peer {
             .field("pid", &self.peer.pid())
             .finish()
     }
-}
-
-fn target_json(t: &Target) -> Json {
-    let mut m = serde_json::Map::new();
-    m.insert("topic".into(), Json::String(t.topic.clone()));
-    for (k, v) in [
-        ("server", &t.server),
-        ("exchange", &t.exchange),
-        ("version", &t.version),
-        ("namespace", &t.namespace),
-    ] {
-        if let Some(v) = v {
-            m.insert(k.into(), Json::String(v.clone()));
-        }
-    }
-    Json::Object(m)
 }
 
 /// One endpoint in the harness scenario format, which the peer mirrors exactly.
@@ -124,12 +109,14 @@ impl PeerConfig {
     }
 }
 
-/// The kind of a peer failure (`timeout`, `delivery`, `remote`...) as the harness names it.
-fn failure_kind(kind: &str) -> ErrorKind {
+/// The kind of a peer failure as the harness names it.
+fn failure_kind(kind: &FailureKind) -> ErrorKind {
     match kind {
-        "timeout" => ErrorKind::TimedOut,
-        "delivery" => ErrorKind::DeliveryFailed,
-        other => ErrorKind::from_driver(other),
+        FailureKind::Timeout => ErrorKind::TimedOut,
+        FailureKind::Delivery => ErrorKind::DeliveryFailed,
+        FailureKind::Remote => ErrorKind::Remote,
+        FailureKind::InvalidTarget => ErrorKind::InvalidTarget,
+        _ => ErrorKind::Other,
     }
 }
 
@@ -231,38 +218,38 @@ impl Peer {
         config: &PeerConfig,
     ) -> Result<(), String> {
         lock(&self.names).insert(svc.name.clone(), svc.record_as.clone());
-        let url = url.expose();
-        let (op, req) = match &svc.role {
-            Role::RpcServer { target, endpoints } => {
-                let endpoints: Vec<Json> = endpoints.iter().map(endpoint_json).collect();
-                (
-                    "rpc_server",
-                    json!({"service": svc.name, "url": url.expose(), "target": target_json(target),
-                           "endpoints": endpoints, "config": config.json}),
-                )
-            }
+        let url = url.expose().expose().to_string();
+        let request = match &svc.role {
+            Role::RpcServer { target, endpoints } => Request::RpcServer {
+                service: svc.name.clone(),
+                url,
+                target: target.into(),
+                endpoints: endpoints.iter().map(endpoint_json).collect(),
+                config: config.json.clone(),
+            },
             Role::Listener {
                 targets,
                 priorities,
                 priorities_named,
                 pool,
                 requeue,
-            } => {
-                let targets: Vec<Json> = targets.iter().map(target_json).collect();
-                let mut req = json!({"service": svc.name, "url": url.expose(), "targets": targets,
-                                     "requeue": requeue, "config": config.json});
-                if *priorities_named {
-                    let names: Vec<&str> = priorities.iter().map(|p| p.as_lower()).collect();
-                    req["priorities"] = json!(names);
-                }
-                if let Some(p) = pool {
-                    req["pool"] = json!(p);
-                }
-                ("listener", req)
-            }
+            } => Request::Listener {
+                service: svc.name.clone(),
+                url,
+                targets: targets.iter().map(TargetJson::from).collect(),
+                requeue: *requeue,
+                priorities: priorities_named.then(|| {
+                    priorities
+                        .iter()
+                        .map(|p| p.as_lower().to_string())
+                        .collect()
+                }),
+                pool: pool.clone(),
+                config: config.json.clone(),
+            },
         };
         self.peer
-            .request_ok(op, req)
+            .send_ok(&request)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -270,15 +257,21 @@ impl Peer {
 
     /// One call, cast or fanout from a service on `url`.
     pub async fn call(&self, url: &TransportUrl, c: &PeerCall<'_>) -> Result<Json, OpError> {
-        let mut req = json!({"url": url.expose().expose(), "target": target_json(c.target),
-                             "method": c.method, "args": c.args, "ctxt": c.context});
-        if let Some(t) = c.timeout {
-            req["timeout"] = json!(t.as_secs_f64());
-        }
-        if let Some(m) = c.monitor {
-            req["call_monitor_timeout"] = json!(m.as_secs().max(1));
-        }
-        match self.peer.request(c.op, req).await {
+        let req = CallRequest {
+            url: url.expose().expose().to_string(),
+            target: c.target.into(),
+            method: c.method.to_string(),
+            args: c.args.clone(),
+            ctxt: c.context.clone(),
+            timeout: c.timeout.map(|t| t.as_secs_f64()),
+            call_monitor_timeout: c.monitor.map(|m| m.as_secs().max(1)),
+        };
+        let request = match c.op {
+            "cast" => Request::Cast(req),
+            "fanout" => Request::Fanout(req),
+            _ => Request::Call(req),
+        };
+        match self.peer.send(&request).await {
             Ok(reply) => match reply.into_result() {
                 Ok(fields) => Ok(fields.get("result").cloned().unwrap_or(Json::Null)),
                 Err(f) => Err(map_failure(*f)),
@@ -304,9 +297,14 @@ impl Peer {
             "{from}:notifier:{driver}:{}:{publisher}",
             step.topics.join(",")
         );
-        let create = json!({"service": service, "url": url.expose().expose(), "driver": driver,
-                            "topics": step.topics, "publisher_id": publisher});
-        if let Err(e) = self.peer.request_ok("notifier", create).await {
+        let create = Request::Notifier {
+            service: service.clone(),
+            url: url.expose().expose().to_string(),
+            driver: driver.to_string(),
+            topics: step.topics.clone(),
+            publisher_id: publisher,
+        };
+        if let Err(e) = self.peer.send_ok(&create).await {
             let msg = e.to_string();
             if !msg.contains("already exists") {
                 return vec![Err(other_error(msg)); step.repeat];
@@ -314,10 +312,14 @@ impl Peer {
         }
         let mut out = Vec::with_capacity(step.repeat.min(1024));
         for _ in 0..step.repeat {
-            let req = json!({"service": service, "priority": step.priority.as_lower(),
-                             "event_type": step.event_type, "payload": step.payload,
-                             "ctxt": step.context});
-            out.push(match self.peer.request("notify", req).await {
+            let req = Request::Notify {
+                service: service.clone(),
+                priority: step.priority.as_lower().to_string(),
+                event_type: step.event_type.clone(),
+                payload: step.payload.clone(),
+                ctxt: step.context.clone(),
+            };
+            out.push(match self.peer.send(&req).await {
                 Ok(reply) => reply.into_result().map(|_| ()).map_err(|f| map_failure(*f)),
                 Err(e) => Err(other_error(e.to_string())),
             });
@@ -333,7 +335,7 @@ impl Peer {
                 let _ = p.stop().await;
             }
             Err(p) => {
-                let _ = p.request("stop", json!({})).await;
+                let _ = p.send(&Request::Stop {}).await;
             }
         }
     }

@@ -1,30 +1,8 @@
-//! The Python oslo.messaging peer: the real oslo.messaging 14.9.3 AMQP 1.0 driver (pyngus 2.3.1,
-//! python-qpid-proton 0.40.0) as a harness service (`kind: python-oslo`).
-//!
-//! [`PythonPeer::spawn`] starts `<venv>/bin/python harness/peers/oslo_peer.py` and talks to it over the
-//! line-based JSON control channel documented at the top of `oslo_peer.py`: one request object per line on
-//! its stdin, one reply (same `id`) or event (no `id`) per line on its stdout. [`setup`] creates the venv
-//! with the pinned versions by running `harness/peers/setup.sh` (idempotent, a fast no-op when up to date).
-//!
-//! This module depends only on std, tokio, serde_json and thiserror so that it stands on its own.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), harness::peer::PeerError> {
-//! use harness::peer::{PythonPeer, PeerOptions};
-//! use serde_json::json;
-//! let peer = PythonPeer::spawn(PeerOptions::default()).await?;
-//! peer.request_ok("rpc_server", json!({"service": "srv1", "url": "amqp://127.0.0.1:5672/",
-//!                                      "target": {"topic": "t"}, "endpoints": ["echo"]})).await?;
-//! let reply = peer.request("call", json!({"url": "amqp://127.0.0.1:5672/", "target": {"topic": "t"},
-//!                                          "method": "echo", "args": {"value": 1}, "timeout": 5})).await?;
-//! assert!(reply.ok);
-//! peer.stop().await?;
-//! # Ok(()) }
-//! ```
+//! The peer process: spawning it, the request/reply channel over its stdin and stdout, its events, and
+//! stopping it.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -35,189 +13,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-/// The command that creates the peer's venv; quoted in every "venv missing" message.
-pub const SETUP_COMMAND: &str = "cargo run -p harness -- peer setup";
-
-/// Name of the venv directory at the repository root (listed in `.gitignore`).
-pub const DEFAULT_VENV_DIR: &str = ".venv-oslo";
-
-/// Environment variable that overrides the venv location (also honoured by `setup.sh`).
-pub const VENV_ENV: &str = "OSLO_PEER_VENV";
-
-/// File `setup.sh` writes into the venv after a successful install and import check.
-const STAMP_FILE: &str = ".amqp1-rig-stamp";
+use super::protocol::{PeerEvent, Reply, Request};
+use super::venv::{default_venv, peers_dir, venv_python};
+use super::PeerError;
 
 /// How many stderr lines of the peer are kept for error messages.
 const STDERR_KEEP: usize = 200;
-
-/// Errors of the Python peer: setup, start-up, the control channel, and failed requests.
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    /// The venv with the pinned oslo.messaging is not there (or was never completed).
-    #[error(
-        "the Python oslo.messaging peer needs its venv, but {reason} (looked in {venv}); create it with \
-         `{SETUP_COMMAND}` (runs harness/peers/setup.sh; needs gcc, pkg-config, libssl-dev and Python headers)",
-        venv = venv.display()
-    )]
-    VenvMissing {
-        /// The venv directory that was checked.
-        venv: PathBuf,
-        /// What exactly is missing.
-        reason: String,
-    },
-    /// `oslo_peer.py` is not where it should be.
-    #[error("the Python peer program {} does not exist", path.display())]
-    ScriptMissing {
-        /// The path that was checked.
-        path: PathBuf,
-    },
-    /// `setup.sh` exited unsuccessfully (its output went to this process's stderr).
-    #[error("peer setup failed: {script} exited with {status}", script = script.display())]
-    SetupFailed {
-        /// The script that was run.
-        script: PathBuf,
-        /// Its exit status.
-        status: ExitStatus,
-    },
-    /// Spawning or talking to the process failed at the OS level.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The peer process exited (or closed stdout) while a request was outstanding or before it was ready.
-    #[error(
-        "the Python peer exited ({status}) while waiting for {waiting_for}{}",
-        stderr_suffix(stderr_tail)
-    )]
-    Exited {
-        /// Exit status as text ("exit status: 1", "still running", ...).
-        status: String,
-        /// What the caller was waiting for.
-        waiting_for: String,
-        /// The last lines the peer wrote to stderr.
-        stderr_tail: String,
-    },
-    /// No reply arrived within the request timeout.
-    #[error("the Python peer did not answer {op} (id {id}) within {timeout:?}")]
-    Timeout {
-        /// The op of the request.
-        op: String,
-        /// The id of the request.
-        id: u64,
-        /// The timeout that expired.
-        timeout: Duration,
-    },
-    /// The peer answered a request with `ok: false`.
-    #[error("the Python peer failed {op}: {failure}")]
-    Failed {
-        /// The op of the request.
-        op: String,
-        /// The error object of the reply.
-        failure: Box<PeerFailure>,
-    },
-    /// The request could not be built (fields must be a JSON object).
-    #[error("invalid peer request: {0}")]
-    InvalidRequest(String),
-}
-
-fn stderr_suffix(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        format!("; its last stderr lines:\n{tail}")
-    }
-}
-
-/// The `error` object of a failed reply: `{"kind", "class", "module", "message", ...}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerFailure {
-    /// `remote`, `timeout`, `delivery`, `invalid_target`, `messaging`, `config`, `not_ready`,
-    /// `unknown_service`, `bad_request`, `protocol` or `internal`.
-    pub kind: String,
-    /// Exception class (for `remote`: exactly as on the wire).
-    pub class: Option<String>,
-    /// Exception module (for `remote`: exactly as on the wire).
-    pub module: Option<String>,
-    /// Message (for `remote`: the failure's `message`, without traceback).
-    pub message: String,
-    /// The whole error object, including extra fields such as `raised` and `tb`.
-    pub raw: Value,
-}
-
-impl PeerFailure {
-    fn from_value(v: &Value) -> PeerFailure {
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        PeerFailure {
-            kind: s("kind").unwrap_or_else(|| "internal".to_owned()),
-            class: s("class"),
-            module: s("module"),
-            message: s("message").unwrap_or_default(),
-            raw: v.clone(),
-        }
-    }
-}
-
-impl fmt::Display for PeerFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.kind)?;
-        match (&self.module, &self.class) {
-            (Some(m), Some(c)) => write!(f, " {m}.{c}")?,
-            (None, Some(c)) => write!(f, " {c}")?,
-            _ => {}
-        }
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
-        }
-        Ok(())
-    }
-}
-
-/// One reply line: `ok` plus every other field of the object (without `id`/`ok`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// The request id this reply answers.
-    pub id: u64,
-    /// Whether the op succeeded.
-    pub ok: bool,
-    /// The reply's other fields (`result`, `event`, `addresses`, `error`, ...).
-    pub fields: Map<String, Value>,
-}
-
-impl Reply {
-    /// The error object when `ok` is false.
-    pub fn failure(&self) -> Option<PeerFailure> {
-        if self.ok {
-            None
-        } else {
-            Some(PeerFailure::from_value(
-                self.fields.get("error").unwrap_or(&Value::Null),
-            ))
-        }
-    }
-
-    /// `Ok(fields)` or `Err(failure)`.
-    pub fn into_result(self) -> Result<Map<String, Value>, Box<PeerFailure>> {
-        match self.failure() {
-            None => Ok(self.fields),
-            Some(f) => Err(Box::new(f)),
-        }
-    }
-}
-
-/// An asynchronous event line (no `id`): `{"event": "call" | "notification" | ..., "service": ..., ...}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerEvent {
-    /// The event name.
-    pub event: String,
-    /// The service that produced it, when it names one.
-    pub service: Option<String>,
-    /// The whole line.
-    pub raw: Value,
-}
 
 /// How the peer's stderr is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -256,86 +57,6 @@ impl Default for PeerOptions {
             request_timeout: Duration::from_secs(120),
             start_timeout: Duration::from_secs(60),
         }
-    }
-}
-
-impl PeerOptions {
-    /// Default options with another venv.
-    pub fn with_venv(venv: impl Into<PathBuf>) -> Self {
-        PeerOptions {
-            venv: venv.into(),
-            ..PeerOptions::default()
-        }
-    }
-}
-
-/// The repository root (the workspace directory this crate was built in).
-pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-/// `harness/peers/` of this checkout.
-pub fn peers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
-}
-
-/// `$OSLO_PEER_VENV`, else `<repo>/.venv-oslo`.
-pub fn default_venv() -> PathBuf {
-    match std::env::var_os(VENV_ENV) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => repo_root().join(DEFAULT_VENV_DIR),
-    }
-}
-
-/// The interpreter of `venv`, if the venv is complete (created and stamped by `setup.sh`).
-pub fn venv_python(venv: &Path) -> Result<PathBuf, PeerError> {
-    let python = venv.join("bin").join("python");
-    if !venv.is_dir() {
-        return Err(PeerError::VenvMissing {
-            venv: venv.to_path_buf(),
-            reason: "the directory does not exist".into(),
-        });
-    }
-    if !python.exists() {
-        return Err(PeerError::VenvMissing {
-            venv: venv.to_path_buf(),
-            reason: format!("{} does not exist", python.display()),
-        });
-    }
-    if !venv.join(STAMP_FILE).exists() {
-        return Err(PeerError::VenvMissing {
-            venv: venv.to_path_buf(),
-            reason: format!("its setup never completed ({STAMP_FILE} is missing)"),
-        });
-    }
-    Ok(python)
-}
-
-/// Create (or check) the venv with the pinned oslo.messaging, pyngus and python-qpid-proton by running
-/// `harness/peers/setup.sh <venv>`; its progress goes to this process's stderr. A no-op when up to date.
-pub async fn setup(venv: &Path) -> Result<(), PeerError> {
-    let script = peers_dir().join("setup.sh");
-    if !script.exists() {
-        return Err(PeerError::ScriptMissing { path: script });
-    }
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(venv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .status()
-        .await
-        .map_err(|source| PeerError::Io {
-            context: format!("running {}", script.display()),
-            source,
-        })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(PeerError::SetupFailed { script, status })
     }
 }
 
@@ -458,6 +179,24 @@ impl PythonPeer {
             .await
     }
 
+    /// Sends a typed request (see [`Request`]) and waits for its reply.
+    pub async fn send(&self, request: &Request) -> Result<Reply, PeerError> {
+        let fields =
+            serde_json::to_value(request).map_err(|e| PeerError::InvalidRequest(e.to_string()))?;
+        self.request(request.op(), fields).await
+    }
+
+    /// [`PythonPeer::send`], with an `ok: false` reply as [`PeerError::Failed`].
+    pub async fn send_ok(&self, request: &Request) -> Result<Map<String, Value>, PeerError> {
+        self.send(request)
+            .await?
+            .into_result()
+            .map_err(|failure| PeerError::Failed {
+                op: request.op().into(),
+                failure,
+            })
+    }
+
     /// Like [`PythonPeer::request`], but an `ok: false` reply becomes [`PeerError::Failed`].
     pub async fn request_ok(
         &self,
@@ -572,16 +311,6 @@ impl PythonPeer {
             .flatten()
     }
 
-    /// All events that have arrived and were not taken yet, in arrival order.
-    pub async fn drain_events(&self) -> Vec<PeerEvent> {
-        let mut rx = self.events.lock().await;
-        let mut out = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
-            out.push(ev);
-        }
-        out
-    }
-
     /// The last `n` lines the peer wrote to stderr (only with [`StderrMode::Capture`]).
     pub fn stderr_tail(&self, n: usize) -> String {
         match self.stderr.lock() {
@@ -685,6 +414,8 @@ async fn read_stdout(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::protocol::PeerFailure;
+    use std::path::Path;
 
     #[test]
     fn venv_missing_message_says_how_to_create_it() {
