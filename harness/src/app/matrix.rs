@@ -411,6 +411,11 @@ pub async fn run(path: &Path, templates_dir: &Path, opts: &MatrixOptions) -> i32
             out.display()
         );
     }
+    print_counts(&results);
+    code
+}
+
+fn print_counts(results: &[CellResult]) {
     let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
     outln!(
         "matrix: {} passed, {} failed, {} skipped, {} expected failures",
@@ -419,7 +424,6 @@ pub async fn run(path: &Path, templates_dir: &Path, opts: &MatrixOptions) -> i32
         count(|o| matches!(o, Outcome::Skipped(_))),
         count(|o| matches!(o, Outcome::ExpectedFailure(_))),
     );
-    code
 }
 
 fn write_reports(

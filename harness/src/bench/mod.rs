@@ -21,8 +21,6 @@ use crate::exit_code;
 pub use measure::{Budget, Measurements};
 pub use report::{Report, PYTHON, RAW_FE2O3};
 
-/// Embedded flavours the bench can start (the rabbitmq3 flavour is refused by the oslo amqp driver).
-const FLAVOURS: [&str; 2] = ["qpidd", "router"];
 /// Largest payload accepted by `--size`.
 const MAX_SIZE: usize = 1 << 20;
 
@@ -110,30 +108,21 @@ impl BenchError {
     }
 }
 
-/// Parses `--broker`: `embedded`, `embedded:FLAVOUR` or a bare flavour.
+/// Parses `--broker` as `harness run` does; the bench starts only the embedded broker.
 fn parse_flavour(arg: Option<&str>) -> Result<String, BenchError> {
     let Some(arg) = arg else {
-        return Ok("qpidd".into());
+        return Ok(crate::brokers::Flavour::default().to_string());
     };
-    let flavour = match arg.split_once(':') {
-        Some(("embedded", f)) => f,
-        None if arg == "embedded" => "qpidd",
-        None => arg,
-        Some((kind, _)) => {
-            return Err(BenchError::Usage(format!(
-                "--broker '{arg}': bench only starts the embedded broker ('{kind}' is not 'embedded'); \
-                 start that broker yourself and pass --url"
-            )))
-        }
-    };
-    if FLAVOURS.contains(&flavour) {
-        Ok(flavour.to_string())
-    } else {
-        Err(BenchError::Usage(format!(
-            "--broker '{arg}': unknown embedded flavour '{flavour}' (expected one of: {}; \
-             for another broker pass --url)",
-            FLAVOURS.join(", ")
-        )))
+    match crate::brokers::BrokerChoice::parse(arg) {
+        Ok(crate::brokers::BrokerChoice::Embedded(f)) => Ok(f.to_string()),
+        Ok(other) => Err(BenchError::Usage(format!(
+            "--broker '{arg}': bench only starts the embedded broker ('{}' is not embedded); \
+             start that broker yourself and pass --url",
+            other.label()
+        ))),
+        Err(e) => Err(BenchError::Usage(format!(
+            "--broker '{arg}': {e}; for another broker pass --url"
+        ))),
     }
 }
 

@@ -1,4 +1,5 @@
-//! JUnit XML: one `<testsuite>` per scenario, one `<testcase>` per step group, plus a `snapshot` test case.
+//! JUnit XML for runs (one `<testsuite>` per scenario, one `<testcase>` per step group, plus a `snapshot`
+//! test case) and for the matrix (one suite per cell, one case per scenario), written by one writer.
 //!
 //! ```xml
 //! <testsuites tests="3" failures="1">
@@ -36,123 +37,170 @@ fn secs(ms: u64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
 
+/// How a test case ended.
+#[derive(Debug, Clone)]
+enum Verdict {
+    /// Passed.
+    Pass,
+    /// Failed: a one-line message and the full text.
+    Fail(String, String),
+    /// Skipped, with an optional reason.
+    Skip(Option<String>),
+    /// Passed, with something to say (expected failures).
+    Note(String),
+}
+
+/// One `<testcase>`.
+#[derive(Debug, Clone)]
+struct Case {
+    name: String,
+    ms: u64,
+    verdict: Verdict,
+}
+
+/// Writes one `<testsuite>` of `cases`; returns (tests, failures, skipped).
+fn suite(out: &mut String, name: &str, ms: u64, cases: &[Case]) -> (usize, usize, usize) {
+    let fails = cases
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Fail(..)))
+        .count();
+    let skips = cases
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Skip(_)))
+        .count();
+    let class = escape(name);
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{class}\" tests=\"{}\" failures=\"{fails}\" errors=\"0\" skipped=\"{skips}\" time=\"{}\">",
+        cases.len(),
+        secs(ms)
+    );
+    for c in cases {
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{class}\" name=\"{}\" time=\"{}\"",
+            escape(&c.name),
+            secs(c.ms)
+        );
+        let _ = match &c.verdict {
+            Verdict::Pass => writeln!(out, "/>"),
+            Verdict::Fail(m, body) => writeln!(
+                out,
+                "><failure message=\"{}\">{}</failure></testcase>",
+                escape(m),
+                escape(body)
+            ),
+            Verdict::Skip(None) => writeln!(out, "><skipped/></testcase>"),
+            Verdict::Skip(Some(why)) => {
+                writeln!(out, "><skipped message=\"{}\"/></testcase>", escape(why))
+            }
+            Verdict::Note(text) => {
+                writeln!(out, "><system-out>{}</system-out></testcase>", escape(text))
+            }
+        };
+    }
+    out.push_str("  </testsuite>\n");
+    (cases.len(), fails, skips)
+}
+
+/// The document around `suites` (each: name, time, cases).
+fn document(name: &str, suites: &[(String, u64, Vec<Case>)], with_skipped: bool) -> String {
+    let mut body = String::new();
+    let (mut tests, mut fails, mut skips) = (0, 0, 0);
+    for (n, ms, cases) in suites {
+        let (t, f, s) = suite(&mut body, n, *ms, cases);
+        tests += t;
+        fails += f;
+        skips += s;
+    }
+    let skipped = if with_skipped {
+        format!(" skipped=\"{skips}\"")
+    } else {
+        String::new()
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"{}\" tests=\"{tests}\" failures=\"{fails}\"{skipped}>\n{body}</testsuites>\n",
+        escape(name)
+    )
+}
+
+fn step_lines<'a>(
+    steps: impl Iterator<Item = &'a super::StepReport>,
+    status: StepStatus,
+    line: impl Fn(&super::StepReport) -> String,
+) -> Vec<String> {
+    steps.filter(|s| s.status == status).map(line).collect()
+}
+
+/// The test cases of one scenario: set-up (when it failed), each group, the snapshot.
+fn scenario_cases(r: &ScenarioReport) -> Vec<Case> {
+    let mut cases = Vec::new();
+    if let Some(err) = &r.error {
+        let first = err.lines().next().unwrap_or("").to_string();
+        cases.push(Case {
+            name: "setup".into(),
+            ms: 0,
+            verdict: Verdict::Fail(first, err.clone()),
+        });
+    }
+    for g in &r.groups {
+        let verdict = match g.status() {
+            StepStatus::Failed => {
+                let msgs = step_lines(g.steps.iter(), StepStatus::Failed, |s| {
+                    format!(
+                        "step {} {} (line {}): {}",
+                        s.index,
+                        s.keyword,
+                        s.line,
+                        s.message.as_deref().unwrap_or("failed")
+                    )
+                });
+                Verdict::Fail(msgs.first().cloned().unwrap_or_default(), msgs.join("\n"))
+            }
+            StepStatus::Skipped => Verdict::Skip(None),
+            StepStatus::ExpectedFailure => Verdict::Note(
+                step_lines(g.steps.iter(), StepStatus::ExpectedFailure, |s| {
+                    format!(
+                        "expected failure: step {} {}: {}",
+                        s.index,
+                        s.keyword,
+                        s.message.as_deref().unwrap_or("")
+                    )
+                })
+                .join("\n"),
+            ),
+            StepStatus::Passed => Verdict::Pass,
+        };
+        cases.push(Case {
+            name: g.name.clone(),
+            ms: g.steps.iter().map(|s| s.duration_ms).sum(),
+            verdict,
+        });
+    }
+    if r.error.is_none() {
+        let verdict = match &r.snapshot {
+            SnapshotStatus::Mismatch { diff } => {
+                Verdict::Fail("transcript differs from the snapshot".into(), diff.clone())
+            }
+            SnapshotStatus::NotChecked => Verdict::Skip(None),
+            _ => Verdict::Pass,
+        };
+        cases.push(Case {
+            name: "snapshot".into(),
+            ms: 0,
+            verdict,
+        });
+    }
+    cases
+}
+
 /// Renders the report of `reports`.
 pub fn render(reports: &[ScenarioReport]) -> String {
-    let mut suites = String::new();
-    let (mut total, mut total_fail) = (0, 0);
-    for r in reports {
-        let mut cases = String::new();
-        let (mut tests, mut failures, mut skipped) = (0, 0, 0);
-        let class = escape(&r.name);
-        if let Some(err) = &r.error {
-            tests += 1;
-            failures += 1;
-            let _ = writeln!(
-                cases,
-                "    <testcase classname=\"{class}\" name=\"setup\" time=\"0\"><failure message=\"{}\">{}</failure></testcase>",
-                escape(err.lines().next().unwrap_or("")),
-                escape(err)
-            );
-        }
-        for g in &r.groups {
-            tests += 1;
-            let ms: u64 = g.steps.iter().map(|s| s.duration_ms).sum();
-            let _ = write!(
-                cases,
-                "    <testcase classname=\"{class}\" name=\"{}\" time=\"{}\"",
-                escape(&g.name),
-                secs(ms)
-            );
-            match g.status() {
-                StepStatus::Failed => {
-                    failures += 1;
-                    let msgs: Vec<String> = g
-                        .steps
-                        .iter()
-                        .filter(|s| s.status == StepStatus::Failed)
-                        .map(|s| {
-                            format!(
-                                "step {} {} (line {}): {}",
-                                s.index,
-                                s.keyword,
-                                s.line,
-                                s.message.as_deref().unwrap_or("failed")
-                            )
-                        })
-                        .collect();
-                    let _ = writeln!(
-                        cases,
-                        "><failure message=\"{}\">{}</failure></testcase>",
-                        escape(msgs.first().map(String::as_str).unwrap_or("")),
-                        escape(&msgs.join("\n"))
-                    );
-                }
-                StepStatus::Skipped => {
-                    skipped += 1;
-                    let _ = writeln!(cases, "><skipped/></testcase>");
-                }
-                StepStatus::ExpectedFailure => {
-                    let msgs: Vec<String> = g
-                        .steps
-                        .iter()
-                        .filter(|s| s.status == StepStatus::ExpectedFailure)
-                        .map(|s| {
-                            format!(
-                                "expected failure: step {} {}: {}",
-                                s.index,
-                                s.keyword,
-                                s.message.as_deref().unwrap_or("")
-                            )
-                        })
-                        .collect();
-                    let _ = writeln!(
-                        cases,
-                        "><system-out>{}</system-out></testcase>",
-                        escape(&msgs.join("\n"))
-                    );
-                }
-                StepStatus::Passed => {
-                    let _ = writeln!(cases, "/>");
-                }
-            }
-        }
-        if r.error.is_none() {
-            tests += 1;
-            let _ = write!(
-                cases,
-                "    <testcase classname=\"{class}\" name=\"snapshot\" time=\"0\""
-            );
-            match &r.snapshot {
-                SnapshotStatus::Mismatch { diff } => {
-                    failures += 1;
-                    let _ = writeln!(
-                        cases,
-                        "><failure message=\"transcript differs from the snapshot\">{}</failure></testcase>",
-                        escape(diff)
-                    );
-                }
-                SnapshotStatus::NotChecked => {
-                    skipped += 1;
-                    let _ = writeln!(cases, "><skipped/></testcase>");
-                }
-                _ => {
-                    let _ = writeln!(cases, "/>");
-                }
-            }
-        }
-        total += tests;
-        total_fail += failures;
-        let _ = writeln!(
-            suites,
-            "  <testsuite name=\"{class}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{}\">",
-            secs(r.duration_ms)
-        );
-        suites.push_str(&cases);
-        suites.push_str("  </testsuite>\n");
-    }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"harness\" tests=\"{total}\" failures=\"{total_fail}\">\n{suites}</testsuites>\n"
-    )
+    let suites: Vec<(String, u64, Vec<Case>)> = reports
+        .iter()
+        .map(|r| (r.name.clone(), r.duration_ms, scenario_cases(r)))
+        .collect();
+    document("harness", &suites, false)
 }
 
 /// Writes the report to `path`.
@@ -160,69 +208,38 @@ pub fn write(path: &std::path::Path, reports: &[ScenarioReport]) -> std::io::Res
     super::write_file(path, &render(reports))
 }
 
-/// JUnit XML: one test suite per cell, one test case per scenario.
+/// The matrix as JUnit: one test suite per cell, one test case per scenario.
 pub fn render_matrix(results: &[CellResult]) -> String {
     let (cells, _, _) = super::table::grid(results);
-    let esc = escape;
-    let mut body = String::new();
-    let (mut total, mut total_fail, mut total_skip) = (0, 0, 0);
-    for c in &cells {
-        let rows: Vec<&CellResult> = results.iter().filter(|r| r.cell == *c).collect();
-        let fails = rows
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
-            .count();
-        let skips = rows
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Skipped(_)))
-            .count();
-        let ms: u64 = rows.iter().map(|r| r.duration_ms).sum();
-        total += rows.len();
-        total_fail += fails;
-        total_skip += skips;
-        let _ = writeln!(
-            body,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fails}\" skipped=\"{skips}\" time=\"{:.3}\">",
-            esc(c),
-            rows.len(),
-            ms as f64 / 1000.0
-        );
-        for r in rows {
-            let _ = write!(
-                body,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-                esc(c),
-                esc(&r.scenario),
-                r.duration_ms as f64 / 1000.0
-            );
-            match &r.outcome {
-                Outcome::Pass => body.push_str("/>\n"),
-                Outcome::ExpectedFailure(d) => {
-                    let _ = writeln!(
-                        body,
-                        "><system-out>expected failure: {}</system-out></testcase>",
-                        esc(d)
-                    );
-                }
-                Outcome::Fail(d) => {
-                    let first = d.split("; ").next().unwrap_or("");
-                    let _ = writeln!(
-                        body,
-                        "><failure message=\"{}\">{}</failure></testcase>",
-                        esc(first),
-                        esc(d)
-                    );
-                }
-                Outcome::Skipped(d) => {
-                    let _ = writeln!(body, "><skipped message=\"{}\"/></testcase>", esc(d));
-                }
-            }
-        }
-        body.push_str("  </testsuite>\n");
-    }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"amqp1-rig matrix\" tests=\"{total}\" failures=\"{total_fail}\" skipped=\"{total_skip}\">\n{body}</testsuites>\n"
-    )
+    let suites: Vec<(String, u64, Vec<Case>)> = cells
+        .iter()
+        .map(|c| {
+            let rows: Vec<&CellResult> = results.iter().filter(|r| r.cell == *c).collect();
+            let cases = rows
+                .iter()
+                .map(|r| Case {
+                    name: r.scenario.clone(),
+                    ms: r.duration_ms,
+                    verdict: match &r.outcome {
+                        Outcome::Pass => Verdict::Pass,
+                        Outcome::ExpectedFailure(d) => {
+                            Verdict::Note(format!("expected failure: {d}"))
+                        }
+                        Outcome::Fail(d) => {
+                            Verdict::Fail(d.split("; ").next().unwrap_or("").to_string(), d.clone())
+                        }
+                        Outcome::Skipped(d) => Verdict::Skip(Some(d.clone())),
+                    },
+                })
+                .collect();
+            (
+                c.to_string(),
+                rows.iter().map(|r| r.duration_ms).sum(),
+                cases,
+            )
+        })
+        .collect();
+    document("amqp1-rig matrix", &suites, true)
 }
 
 #[cfg(test)]
