@@ -15,7 +15,7 @@ fn parse_backend(s: &str) -> Result<BackendKind, String> {
 
 /// A transport URL whose query options are driver options; errors never quote the URL (it may hold a
 /// password).
-fn parse_url(s: &str) -> Result<TransportUrl, String> {
+pub fn parse_url(s: &str) -> Result<TransportUrl, String> {
     let url = TransportUrl::parse(s).map_err(|e| format!("invalid transport URL: {e}"))?;
     driver::AmqpOptions::default()
         .apply_query(&url)
@@ -72,6 +72,8 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Run one scenario on several brokers and show where their transcripts differ.
+    Compare(crate::app::compare::CompareArgs),
     /// Measure driver latency and throughput against the Python baseline.
     Bench(crate::bench::BenchArgs),
 }

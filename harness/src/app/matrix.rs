@@ -35,7 +35,7 @@ use crate::exit_code;
 use crate::plan::Overrides;
 use crate::report::events::{Reporter, RunEvent};
 use crate::report::table::{render_html, render_markdown, CellResult, Outcome};
-use crate::report::{self, ScenarioReport};
+use crate::report::{self, compare, ScenarioReport};
 
 /// `ci/matrix.yaml`, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +334,7 @@ async fn run_cell(
             scenario: s.display().to_string(),
             outcome,
             duration_ms: t0.elapsed().as_millis() as u64,
+            compare: None,
         });
     }
 }
@@ -374,6 +375,7 @@ pub async fn run(path: &Path, templates_dir: &Path, opts: &MatrixOptions) -> i32
                 scenario: s.display().to_string(),
                 outcome: Outcome::Skipped(reason.clone()),
                 duration_ms: 0,
+                compare: None,
             }));
             continue;
         }
@@ -389,6 +391,7 @@ pub async fn run(path: &Path, templates_dir: &Path, opts: &MatrixOptions) -> i32
         .clone()
         .or_else(|| m.reports.clone())
         .unwrap_or_else(|| PathBuf::from("reports"));
+    let comparisons = link_comparisons(&mut results, &reports);
     let md = render_markdown(&results);
     outln!("\n{md}");
     let mut code = if results
@@ -399,7 +402,7 @@ pub async fn run(path: &Path, templates_dir: &Path, opts: &MatrixOptions) -> i32
     } else {
         exit_code::OK
     };
-    if let Err(e) = write_reports(&out, &results, &reports, &md) {
+    if let Err(e) = write_reports(&out, &results, &reports, &md, &comparisons) {
         eprintln!(
             "error: cannot write matrix reports to {}: {e}",
             out.display()
@@ -426,12 +429,60 @@ fn print_counts(results: &[CellResult]) {
     );
 }
 
+/// For each scenario run in several cells: the comparison of its runs, and a link to it from every
+/// cell whose transcript differs from the scenario's first cell. Returns (page name, comparison).
+fn link_comparisons(
+    results: &mut [CellResult],
+    reports: &[(String, ScenarioReport)],
+) -> Vec<(String, compare::Comparison)> {
+    let mut out = Vec::new();
+    let mut files: Vec<&str> = reports.iter().map(|(_, r)| r.file.as_str()).collect();
+    files.dedup();
+    files.sort();
+    files.dedup();
+    for file in files {
+        let runs: Vec<&(String, ScenarioReport)> =
+            reports.iter().filter(|(_, r)| r.file == file).collect();
+        if runs.len() < 2 {
+            continue;
+        }
+        let page = format!(
+            "compare/{}.html",
+            crate::snapshot::snapshot_name(Path::new(file))
+        );
+        let reference = &runs[0].1.transcript;
+        for (cell, r) in &runs[1..] {
+            if &r.transcript != reference {
+                for res in results.iter_mut() {
+                    if &res.cell == cell && res.scenario == file {
+                        res.compare = Some(page.clone());
+                    }
+                }
+            }
+        }
+        let columns = runs
+            .iter()
+            .map(|(cell, r)| compare::Column {
+                broker: cell.clone(),
+                identity: None,
+                report: r.clone(),
+            })
+            .collect();
+        out.push((page, compare::compare(file, columns)));
+    }
+    out
+}
+
 fn write_reports(
     out: &Path,
     results: &[CellResult],
     reports: &[(String, ScenarioReport)],
     md: &str,
+    comparisons: &[(String, compare::Comparison)],
 ) -> std::io::Result<()> {
+    for (page, c) in comparisons {
+        report::write_file(&out.join(page), &compare::render_html(c))?;
+    }
     report::write_file(&out.join("matrix.md"), md)?;
     report::write_file(&out.join("matrix.html"), &render_html(results))?;
     report::write_file(

@@ -1,6 +1,7 @@
 //! Command implementations behind the CLI; [`main`] returns the process exit code. `run` and
 //! `matrix` both build [`crate::plan::RunPlan`]s and feed them to one runner.
 
+pub mod compare;
 pub mod matrix;
 pub mod run;
 
@@ -35,6 +36,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Broker { command } => rt.block_on(broker_cmd(command)),
         Command::Peer { command } => rt.block_on(peer_cmd(command)),
         Command::Bench(args) => rt.block_on(crate::bench::run(args)),
+        Command::Compare(args) => rt.block_on(guarded(compare::run(args, &templates))),
         Command::Matrix { file } => {
             let opts = matrix::MatrixOptions::default();
             rt.block_on(guarded(matrix::run(&file, &templates, &opts)))

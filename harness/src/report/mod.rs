@@ -1,6 +1,7 @@
 //! Run results and the reports built from them: the events reporters listen to ([`events`]), the
 //! terminal, JUnit XML and JSON.
 
+pub mod compare;
 pub mod events;
 pub mod junit;
 pub mod table;

@@ -51,6 +51,10 @@ pub struct CellResult {
     pub outcome: Outcome,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
+    /// The comparison page (relative to the table) when this cell's transcript differs from the
+    /// scenario's first cell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<String>,
 }
 
 /// Cells in first-seen order, scenarios in first-seen order, and the outcome grid.
@@ -98,9 +102,12 @@ pub fn render_markdown(results: &[CellResult]) -> String {
         for sc in &scenarios {
             let v = map
                 .get(&(*c, *sc))
-                .map(|r| r.outcome.label())
+                .map(|r| match &r.compare {
+                    Some(link) => format!("{} ([differs]({link}))", md_cell(&r.outcome.label())),
+                    None => md_cell(&r.outcome.label()),
+                })
                 .unwrap_or_else(|| "-".to_string());
-            let _ = write!(s, " {} |", md_cell(&v));
+            let _ = write!(s, " {v} |");
         }
         s.push('\n');
     }
@@ -135,9 +142,14 @@ pub fn render_html(results: &[CellResult]) -> String {
                         Outcome::Fail(_) => "fail",
                         Outcome::Skipped(_) => "skip",
                     };
+                    let link = r
+                        .compare
+                        .as_deref()
+                        .map(|href| format!(" <a href=\"{}\">differs</a>", html_escape(href)))
+                        .unwrap_or_default();
                     let _ = write!(
                         s,
-                        "<td class=\"{class}\" title=\"{}\">{}</td>",
+                        "<td class=\"{class}\" title=\"{}\">{}{link}</td>",
                         html_escape(r.outcome.detail()),
                         html_escape(&r.outcome.label())
                     );
@@ -161,6 +173,7 @@ pub(crate) mod tests {
             scenario: sc.into(),
             outcome: o,
             duration_ms: 5,
+            compare: None,
         };
         vec![
             r("embedded", "rpc.yaml", Outcome::Pass),
