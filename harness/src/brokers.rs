@@ -311,6 +311,53 @@ impl Identity {
     }
 }
 
+/// Something a scenario can need of a broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// It keeps messages nobody consumes yet (qpidd, RabbitMQ; a router has no store).
+    Store,
+    /// It routes oslo's routable addresses (`openstack.org/om/...`, pseudo-vhosts included) out of
+    /// the box (qdrouterd; qpidd needs patterns configured for them).
+    RoutableAddresses,
+    /// It accepts the dynamic reply source the oslo driver attaches (not RabbitMQ).
+    DynamicReply,
+}
+
+impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 3] = [
+        Capability::Store,
+        Capability::RoutableAddresses,
+        Capability::DynamicReply,
+    ];
+
+    /// As written in scenarios.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Store => "store",
+            Capability::RoutableAddresses => "routable-addresses",
+            Capability::DynamicReply => "dynamic-reply",
+        }
+    }
+}
+
+impl Identity {
+    /// Whether a broker of this identity has `c` (`None`: unknown product).
+    pub fn has(&self, c: Capability) -> Option<bool> {
+        let p = self.product?;
+        Some(match (c, p) {
+            (Capability::Store, p) => p != Product::Qdrouterd,
+            (Capability::RoutableAddresses, p) => p == Product::Qdrouterd,
+            (Capability::DynamicReply, p) => p != Product::Rabbitmq,
+        })
+    }
+
+    /// The first of `needs` this broker lacks.
+    pub fn lacks(&self, needs: &[Capability]) -> Option<Capability> {
+        needs.iter().copied().find(|c| self.has(*c) == Some(false))
+    }
+}
+
 /// How a known-failure entry names the brokers it applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BrokerMatch {
@@ -437,6 +484,19 @@ mod tests {
         assert!(emb.matches(&Identity::embedded(Flavour::Router)));
         assert!(!emb.matches(&Identity::from_open(Some("qpid-dispatch-router"), None)));
         assert!(BrokerMatch::parse("rabbitmq:x").is_err());
+    }
+
+    #[test]
+    fn capabilities_follow_the_product() {
+        let needs = [Capability::RoutableAddresses];
+        assert_eq!(Identity::embedded(Flavour::Router).lacks(&needs), None);
+        assert_eq!(
+            Identity::embedded(Flavour::Qpidd).lacks(&needs),
+            Some(Capability::RoutableAddresses)
+        );
+        let rabbit = Identity::from_open(Some("RabbitMQ"), Some("3.10.8"));
+        assert_eq!(rabbit.has(Capability::DynamicReply), Some(false));
+        assert_eq!(Identity::from_open(None, None).has(Capability::Store), None);
     }
 
     #[test]

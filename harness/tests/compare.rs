@@ -52,6 +52,24 @@ fn compare_shows_where_brokers_differ_with_their_words() {
     assert_eq!(doc["columns"].as_array().map(Vec::len), Some(2));
 }
 
+/// A scenario that needs what a broker lacks is "not applicable" there: exit 0, no steps run.
+#[test]
+fn a_broker_without_a_required_capability_is_not_applicable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(workspace())
+        .args(["run", "scenarios/vhost.yaml", "--broker", "embedded:qpidd"])
+        .output()
+        .expect("harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "not applicable: scenarios/vhost.yaml (embedded:qpidd): needs routable-addresses"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn compare_needs_two_brokers_and_a_valid_scenario() {
     let out = Command::new(env!("CARGO_BIN_EXE_harness"))

@@ -264,6 +264,9 @@ fn step_lines(steps: impl Iterator<Item = crate::report::StepReport>) -> Vec<Str
 
 /// The outcome of one scenario run in a cell.
 pub fn classify(r: &ScenarioReport) -> Outcome {
+    if let Some(why) = &r.not_applicable {
+        return Outcome::NotApplicable(why.clone());
+    }
     if let Some(e) = &r.error {
         return Outcome::Fail(e.lines().next().unwrap_or("").to_string());
     }

@@ -32,6 +32,7 @@ pub fn error_report(file: &Path, code: i32, error: String) -> ScenarioReport {
         steps: 0,
         groups: Vec::new(),
         error: Some(error),
+        not_applicable: None,
         snapshot: SnapshotStatus::NotChecked,
         transcript: String::new(),
         duration_ms: 0,
@@ -80,7 +81,7 @@ pub fn load_and_plan(
 
 /// Compares (or accepts) the transcript of `report`, which ran `plan`.
 pub fn check_snapshot(plan: &RunPlan, report: &mut ScenarioReport, mode: SnapshotMode) {
-    if report.error.is_some() || mode == SnapshotMode::Skip {
+    if report.error.is_some() || report.not_applicable.is_some() || mode == SnapshotMode::Skip {
         return;
     }
     // Never accept the transcript of a run whose steps failed: show the diff instead.

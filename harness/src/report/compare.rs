@@ -168,15 +168,18 @@ pub fn compare(file: &str, columns: Vec<Column>) -> Comparison {
         rows.push(row(k.clone(), cells));
     }
     for (i, c) in columns.iter().enumerate() {
-        if let Some(e) = &c.report.error {
-            let mut cells = vec![None; columns.len()];
-            cells[i] = Some(Cell {
-                outcome: e.lines().next().unwrap_or("").to_string(),
-                status: "error".into(),
-                detail: Some(e.clone()),
-            });
-            rows.insert(0, row("set-up".into(), cells));
-        }
+        let (status, text) = match (&c.report.error, &c.report.not_applicable) {
+            (Some(e), _) => ("error", e),
+            (None, Some(why)) => ("not applicable", why),
+            (None, None) => continue,
+        };
+        let mut cells = vec![None; columns.len()];
+        cells[i] = Some(Cell {
+            outcome: text.lines().next().unwrap_or("").to_string(),
+            status: status.into(),
+            detail: Some(text.clone()),
+        });
+        rows.insert(0, row("set-up".into(), cells));
     }
     Comparison {
         file: file.to_string(),
@@ -330,6 +333,7 @@ mod tests {
                 steps,
             }],
             error: None,
+            not_applicable: None,
             snapshot: SnapshotStatus::NotChecked,
             transcript: transcript.into(),
             duration_ms: 1,

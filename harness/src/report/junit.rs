@@ -135,6 +135,14 @@ fn step_lines<'a>(
 /// The test cases of one scenario: set-up (when it failed), each group, the snapshot.
 fn scenario_cases(r: &ScenarioReport) -> Vec<Case> {
     let mut cases = Vec::new();
+    if let Some(why) = &r.not_applicable {
+        cases.push(Case {
+            name: "not applicable".into(),
+            ms: 0,
+            verdict: Verdict::Skip(Some(why.clone())),
+        });
+        return cases;
+    }
     if let Some(err) = &r.error {
         let first = err.lines().next().unwrap_or("").to_string();
         cases.push(Case {
@@ -229,6 +237,9 @@ pub fn render_matrix(results: &[CellResult]) -> String {
                             Verdict::Fail(d.split("; ").next().unwrap_or("").to_string(), d.clone())
                         }
                         Outcome::Skipped(d) => Verdict::Skip(Some(d.clone())),
+                        Outcome::NotApplicable(d) => {
+                            Verdict::Skip(Some(format!("not applicable: {d}")))
+                        }
                     },
                 })
                 .collect();
@@ -276,6 +287,7 @@ mod tests {
                 },
             ],
             error: None,
+            not_applicable: None,
             snapshot: SnapshotStatus::Matches,
             transcript: String::new(),
             duration_ms: 15,

@@ -104,6 +104,9 @@ pub struct ScenarioReport {
     /// Set when the scenario could not run at all (invalid file, broker setup failed...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the broker lacks something the scenario requires: it did not run, and that is fine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<String>,
     /// Snapshot outcome.
     pub snapshot: SnapshotStatus,
     /// Redacted transcript.

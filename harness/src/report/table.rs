@@ -18,6 +18,8 @@ pub enum Outcome {
     Fail(String),
     /// Not run, with the reason.
     Skipped(String),
+    /// Not run: the broker lacks what the scenario requires.
+    NotApplicable(String),
 }
 
 impl Outcome {
@@ -28,13 +30,17 @@ impl Outcome {
             Outcome::ExpectedFailure(_) => "expected failure".to_string(),
             Outcome::Fail(_) => "fail".to_string(),
             Outcome::Skipped(r) => format!("skipped: {r}"),
+            Outcome::NotApplicable(_) => "not applicable".to_string(),
         }
     }
     /// The detail behind the word (shown as a tooltip).
     pub fn detail(&self) -> &str {
         match self {
             Outcome::Pass => "",
-            Outcome::ExpectedFailure(d) | Outcome::Fail(d) | Outcome::Skipped(d) => d,
+            Outcome::ExpectedFailure(d)
+            | Outcome::Fail(d)
+            | Outcome::Skipped(d)
+            | Outcome::NotApplicable(d) => d,
         }
     }
 }
@@ -140,7 +146,7 @@ pub fn render_html(results: &[CellResult]) -> String {
                         Outcome::Pass => "pass",
                         Outcome::ExpectedFailure(_) => "xfail",
                         Outcome::Fail(_) => "fail",
-                        Outcome::Skipped(_) => "skip",
+                        Outcome::Skipped(_) | Outcome::NotApplicable(_) => "skip",
                     };
                     let link = r
                         .compare

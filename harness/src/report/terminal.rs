@@ -98,6 +98,9 @@ fn plural(n: usize, word: &str) -> String {
 
 /// The lines printed for one scenario (pure, for tests).
 pub fn render_result(r: &ScenarioReport) -> String {
+    if let Some(why) = &r.not_applicable {
+        return format!("not applicable: {} ({}): {why}", r.file, r.broker);
+    }
     let steps = r.steps;
     let failed = r.failures().count();
     let xfail = r.expected_failures().count();

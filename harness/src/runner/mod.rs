@@ -89,6 +89,7 @@ fn empty_report(plan: &RunPlan) -> ScenarioReport {
         steps: plan.scenario.steps.len(),
         groups: Vec::new(),
         error: None,
+        not_applicable: None,
         snapshot: SnapshotStatus::NotChecked,
         transcript: String::new(),
         duration_ms: 0,
@@ -108,6 +109,14 @@ pub async fn run(plan: &RunPlan, reporter: &dyn Reporter) -> ScenarioReport {
             .map(|p| p.expose().to_string())
             .collect(),
     );
+    if let Some(c) = plan.identity.lacks(&plan.scenario.requires) {
+        report.not_applicable = Some(format!(
+            "needs {} ({} has none)",
+            c.as_str(),
+            plan.identity.describe()
+        ));
+        return report;
+    }
     reporter.event(&RunEvent::ScenarioStarted {
         file: &plan.file,
         broker: &plan.label,

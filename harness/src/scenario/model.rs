@@ -18,6 +18,10 @@ pub struct ScenarioFile {
     /// One-line description, shown by `harness list`.
     #[serde(default)]
     pub description: Option<String>,
+    /// What the scenario needs of a broker (`store`, `routable-addresses`, `dynamic-reply`); on a broker
+    /// without it the run is reported as not applicable.
+    #[serde(default)]
+    pub requires: Vec<String>,
     /// The broker to run against.
     #[serde(default)]
     pub broker: BrokerSection,

@@ -19,6 +19,8 @@ pub struct Scenario {
     pub name: String,
     /// One-line description.
     pub description: Option<String>,
+    /// What it needs of a broker.
+    pub requires: Vec<crate::brokers::Capability>,
     /// The broker to run against.
     pub broker: BrokerReq,
     /// A second broker for notifications (mixed topologies).

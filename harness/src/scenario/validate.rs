@@ -14,7 +14,7 @@ use super::limits;
 use super::locate::Locator;
 use super::model;
 use super::typed::*;
-use crate::brokers::{self, BrokerChoice, BrokerMatch, Product};
+use crate::brokers::{self, BrokerChoice, BrokerMatch, Capability, Product};
 
 /// Parses a scenario duration (`500ms`, `2s`, `1m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -256,6 +256,20 @@ pub fn validate(
         loc,
         out: Vec::new(),
     };
+    let requires = raw
+        .requires
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            v.one_of(
+                &format!("requires.{i}"),
+                "capability",
+                c,
+                &Capability::ALL,
+                Capability::as_str,
+            )
+        })
+        .collect();
     let broker = broker_req(&mut v, "broker", &raw.broker);
     let notification_broker = raw
         .notification_broker
@@ -268,6 +282,7 @@ pub fn validate(
         Ok(Scenario {
             name: raw.name.clone().unwrap_or_else(|| default_name.to_string()),
             description: raw.description.clone(),
+            requires,
             broker,
             notification_broker,
             driver,
