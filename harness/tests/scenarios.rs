@@ -88,6 +88,12 @@ fn compat_scenarios_on_embedded_broker() {
 }
 
 #[test]
+fn fault_scenarios_on_embedded_broker() {
+    // Broker kills, restarts and pauses under background traffic.
+    insta::glob!("../../scenarios", "faults/*.yaml", run_one);
+}
+
+#[test]
 fn rabbitmq_scenarios_on_embedded_broker() {
     // They name the embedded rabbitmq3 flavour (RabbitMQ 3.x addressing and semantics).
     insta::glob!("../../scenarios", "rabbitmq/*.yaml", run_one);

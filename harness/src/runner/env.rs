@@ -16,6 +16,7 @@ use super::record::{EventLog, Recorder};
 use super::services::python::{Peer, PeerConfig};
 use super::services::rust::{self as rust_svc, Listening, State};
 use super::services::{render_config, TemplateInputs};
+use super::traffic::{Sources, TrafficLog};
 use crate::plan::{ClientPlan, RunPlan};
 use crate::scenario::{ErrorKind, Role, Sender, Service, ServiceKind};
 
@@ -73,6 +74,8 @@ pub struct Env {
     services: Vec<(String, ServiceRt)>,
     /// What services received.
     pub recorder: Arc<Recorder>,
+    /// Marked traffic the services received.
+    pub traffic_log: Arc<TrafficLog>,
     state: Arc<State>,
     events: Arc<EventLog>,
     event_tasks: Vec<JoinHandle<()>>,
@@ -147,6 +150,7 @@ impl Env {
             reply_clients: tokio::sync::Mutex::new(HashMap::new()),
             services: Vec::new(),
             recorder: Arc::new(Recorder::default()),
+            traffic_log: Arc::new(TrafficLog::default()),
             state: Arc::new(State::default()),
             events,
             event_tasks,
@@ -245,7 +249,13 @@ impl Env {
             &transport,
             self.events.clone(),
         ));
-        let (rec, st) = (self.recorder.clone(), self.state.clone());
+        let (rec, st) = (
+            rust_svc::Sinks {
+                recorder: self.recorder.clone(),
+                traffic: self.traffic_log.clone(),
+            },
+            self.state.clone(),
+        );
         match &svc.role {
             Role::RpcServer { target, endpoints } => {
                 let spec = rust_svc::ServerSpec {
@@ -292,7 +302,7 @@ impl Env {
 
     async fn start_python(&mut self, plan: &RunPlan, svc: &Service) -> Result<ServiceRt, String> {
         if self.peer.is_none() {
-            self.peer = Some(Peer::spawn(self.recorder.clone()).await?);
+            self.peer = Some(Peer::spawn(self.recorder.clone(), self.traffic_log.clone()).await?);
         }
         let peer = self.peer.as_ref().ok_or("python peer not running")?;
         let url = self.service_url(svc);
@@ -349,6 +359,15 @@ impl Env {
         ));
         clients.insert(mode, t.clone());
         Ok(Via::Rust(t))
+    }
+
+    /// The transports and deadlines background traffic uses (the harness client's).
+    pub fn traffic_sources(&self) -> Sources {
+        Sources {
+            rpc: self.client.clone(),
+            notify: self.notifier_transport().clone(),
+            call_deadline: Duration::from_secs(self.client.config().rpc_response_timeout),
+        }
     }
 
     /// The transport notifications are sent on by the harness client.

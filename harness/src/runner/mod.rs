@@ -8,6 +8,7 @@ pub mod record;
 pub mod services;
 pub mod setup;
 pub mod steps;
+pub mod traffic;
 
 use std::time::Instant;
 
@@ -194,11 +195,13 @@ async fn run_steps(
     redactor: &Redactor,
 ) {
     let rpc_timeout = std::time::Duration::from_secs(plan.client.rpc_response_timeout);
+    let mut traffic = std::collections::BTreeMap::new();
     let mut ctx = steps::StepCtx {
         env,
         brokers,
         identity: &plan.identity,
         transcript,
+        traffic: &mut traffic,
     };
     let mut group = GroupReport {
         name: "main".into(),
@@ -236,4 +239,8 @@ async fn run_steps(
         }
     }
     report.groups.push(group);
+    // Traffic the scenario never stopped ends with the run.
+    for (name, running) in traffic {
+        traffic::stop(&name, running, &env.traffic_log, std::time::Duration::ZERO).await;
+    }
 }

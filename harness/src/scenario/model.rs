@@ -283,6 +283,10 @@ pub enum Step {
     DropConnections(NodeStep),
     /// Pause a broker node for a while.
     Pause(PauseStep),
+    /// Start background traffic (calls, casts, notifications at a steady pace).
+    Traffic(TrafficStep),
+    /// Stop background traffic and check what became of it.
+    TrafficStop(TrafficStopStep),
 }
 
 impl Step {
@@ -301,24 +305,10 @@ impl Step {
             Step::Restart(_) => "restart",
             Step::DropConnections(_) => "drop_connections",
             Step::Pause(_) => "pause",
+            Step::Traffic(_) => "traffic",
+            Step::TrafficStop(_) => "traffic_stop",
         }
     }
-
-    /// Every step keyword.
-    pub const KEYWORDS: [&'static str; 12] = [
-        "group",
-        "call",
-        "cast",
-        "fanout",
-        "notify",
-        "wait",
-        "expect",
-        "sleep",
-        "kill",
-        "restart",
-        "drop_connections",
-        "pause",
-    ];
 }
 
 /// A step expected to fail on a given broker.
@@ -518,4 +508,89 @@ pub struct PauseStep {
     /// How long (duration).
     #[serde(rename = "for")]
     pub duration: String,
+}
+
+/// `traffic:` step: background traffic until `traffic_stop` names it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficStep {
+    /// Name, for `traffic_stop`.
+    pub name: String,
+    /// RPC calls.
+    #[serde(default)]
+    pub calls: Option<TrafficCalls>,
+    /// RPC casts.
+    #[serde(default)]
+    pub casts: Option<TrafficCasts>,
+    /// Notifications.
+    #[serde(default)]
+    pub notifications: Option<TrafficNotifications>,
+}
+
+/// Calls of a `traffic:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficCalls {
+    /// Target.
+    pub target: TargetSpec,
+    /// Method (its server must echo or return: every call's arguments carry a sequence number).
+    pub method: String,
+    /// One call this often (duration).
+    pub every: String,
+    /// Call timeout (duration; default the driver's rpc_response_timeout).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// Casts of a `traffic:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficCasts {
+    /// Target.
+    pub target: TargetSpec,
+    /// Method.
+    pub method: String,
+    /// One cast this often (duration).
+    pub every: String,
+}
+
+/// Notifications of a `traffic:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficNotifications {
+    /// Topics (default `notifications`).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Priority.
+    pub priority: String,
+    /// Event type.
+    pub event_type: String,
+    /// One notification this often (duration).
+    pub every: String,
+}
+
+/// `traffic_stop:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficStopStep {
+    /// The traffic to stop.
+    pub name: String,
+    /// How long to wait for outstanding calls and deliveries (duration; default 10s).
+    #[serde(default)]
+    pub drain: Option<String>,
+    /// What must hold (a hung call always fails the step).
+    #[serde(default)]
+    pub expect: TrafficExpect,
+}
+
+/// What a `traffic_stop` checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficExpect {
+    /// Acknowledged notifications never received (default: not checked).
+    #[serde(default)]
+    pub lost: Option<usize>,
+    /// At least this many calls succeeded (after the faults, the driver recovered).
+    #[serde(default)]
+    pub calls_ok_at_least: Option<usize>,
 }

@@ -355,6 +355,10 @@ pub enum StepKind {
     Sleep(Duration),
     /// A broker fault.
     Fault(Fault),
+    /// Start background traffic.
+    Traffic(Traffic),
+    /// Stop background traffic and check it.
+    TrafficStop(TrafficStop),
 }
 
 impl StepKind {
@@ -370,6 +374,8 @@ impl StepKind {
             StepKind::Expect(_) => "expect",
             StepKind::Sleep(_) => "sleep",
             StepKind::Fault(f) => f.op.as_str(),
+            StepKind::Traffic(_) => "traffic",
+            StepKind::TrafficStop(_) => "traffic_stop",
         }
     }
 }
@@ -572,6 +578,69 @@ impl FaultOp {
             FaultOp::Pause(_) => "pause",
         }
     }
+}
+
+/// Background traffic (`traffic:`).
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    /// Name.
+    pub name: String,
+    /// Calls: target, method, interval, timeout.
+    pub calls: Option<TrafficCalls>,
+    /// Casts: target, method, interval.
+    pub casts: Option<TrafficCasts>,
+    /// Notifications: topics, priority, event type, interval.
+    pub notifications: Option<TrafficNotifications>,
+}
+
+/// Calls of a traffic.
+#[derive(Debug, Clone)]
+pub struct TrafficCalls {
+    /// Target.
+    pub target: Target,
+    /// Method.
+    pub method: String,
+    /// Interval.
+    pub every: Duration,
+    /// Call timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// Casts of a traffic.
+#[derive(Debug, Clone)]
+pub struct TrafficCasts {
+    /// Target.
+    pub target: Target,
+    /// Method.
+    pub method: String,
+    /// Interval.
+    pub every: Duration,
+}
+
+/// Notifications of a traffic.
+#[derive(Debug, Clone)]
+pub struct TrafficNotifications {
+    /// Topics.
+    pub topics: Vec<String>,
+    /// Priority.
+    pub priority: Priority,
+    /// Event type.
+    pub event_type: String,
+    /// Interval.
+    pub every: Duration,
+}
+
+/// `traffic_stop:`.
+#[derive(Debug, Clone)]
+pub struct TrafficStop {
+    /// The traffic.
+    pub name: String,
+    /// How long to wait for what is outstanding.
+    pub drain: Duration,
+    /// Acknowledged notifications allowed to be missing, if checked.
+    pub lost: Option<usize>,
+    /// Calls that must have succeeded, at least.
+    pub calls_ok_at_least: Option<usize>,
 }
 
 /// Short display of a target: `[exchange/]topic[.server][ v1.0][ ns=x]`.

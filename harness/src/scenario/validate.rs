@@ -677,9 +677,11 @@ fn steps(
     }
     let names = reference_names(services);
     let mut out = Vec::new();
+    let mut running: Vec<&str> = Vec::new();
     for (i, step) in raw.steps.iter().enumerate() {
         let p = format!("steps.{i}.{}", step.keyword());
         let line = v.loc.key(&p).map(|s| s.line).unwrap_or(0);
+        traffic_names(v, &p, step, &mut running);
         if let Some(kind) = step_kind(v, &p, step, &names, nodes) {
             out.push(Step {
                 number: i + 1,
@@ -689,6 +691,35 @@ fn steps(
         }
     }
     out
+}
+
+/// Traffic names are started once and stopped only while running.
+fn traffic_names<'a>(v: &mut V<'_>, p: &str, step: &'a model::Step, running: &mut Vec<&'a str>) {
+    match step {
+        model::Step::Traffic(t) if running.contains(&t.name.as_str()) => v.at(
+            &format!("{p}.name"),
+            format!("traffic '{}' is already running", t.name),
+            "stop it with `traffic_stop` first, or use another name",
+            None,
+        ),
+        model::Step::Traffic(t) => running.push(&t.name),
+        model::Step::TrafficStop(t) => match running.iter().position(|n| *n == t.name) {
+            Some(i) => {
+                running.remove(i);
+            }
+            None => v.at(
+                &format!("{p}.name"),
+                format!("no traffic '{}' is running here", t.name),
+                &if running.is_empty() {
+                    "no traffic runs at this step".to_string()
+                } else {
+                    format!("running: {}", running.join(", "))
+                },
+                did_you_mean(&t.name, running.iter().copied()),
+            ),
+        },
+        _ => {}
+    }
 }
 
 fn step_kind(
@@ -737,6 +768,15 @@ fn step_kind(
         model::Step::Kill(n) => fault(v, p, FaultOp::Kill, &n.node, nodes)?,
         model::Step::Restart(n) => fault(v, p, FaultOp::Restart, &n.node, nodes)?,
         model::Step::DropConnections(n) => fault(v, p, FaultOp::DropConnections, &n.node, nodes)?,
+        model::Step::Traffic(t) => StepKind::Traffic(traffic(v, p, t)?),
+        model::Step::TrafficStop(t) => StepKind::TrafficStop(TrafficStop {
+            name: t.name.clone(),
+            drain: v
+                .duration(&format!("{p}.drain"), &t.drain)
+                .unwrap_or(DEFAULT_WAIT_TIMEOUT),
+            lost: t.expect.lost,
+            calls_ok_at_least: t.expect.calls_ok_at_least,
+        }),
         model::Step::Pause(n) => {
             let d = v.duration_str(&format!("{p}.for"), &n.duration);
             let f = fault(v, p, FaultOp::Pause(d.unwrap_or_default()), &n.node, nodes)?;
@@ -904,5 +944,85 @@ fn notify(v: &mut V<'_>, p: &str, n: &model::NotifyStep, names: &[&str]) -> Opti
         repeat,
         expect,
         known_failures,
+    })
+}
+
+/// The shortest traffic interval (a faster pace would measure the harness, not the broker).
+const MIN_TRAFFIC_INTERVAL: Duration = Duration::from_millis(1);
+
+fn interval(v: &mut V<'_>, p: &str, every: &str) -> Option<Duration> {
+    let d = v.duration_str(&format!("{p}.every"), every)?;
+    if d < MIN_TRAFFIC_INTERVAL {
+        v.at(
+            &format!("{p}.every"),
+            format!("interval '{every}' is too short"),
+            "at least 1ms",
+            None,
+        );
+        return None;
+    }
+    Some(d)
+}
+
+fn traffic(v: &mut V<'_>, p: &str, t: &model::TrafficStep) -> Option<Traffic> {
+    if t.calls.is_none() && t.casts.is_none() && t.notifications.is_none() {
+        v.at_key(
+            p,
+            format!("traffic '{}' sends nothing", t.name),
+            "expected `calls:`, `casts:` or `notifications:`",
+            None,
+        );
+        return None;
+    }
+    let calls = match &t.calls {
+        Some(c) => {
+            let q = format!("{p}.calls");
+            Some(TrafficCalls {
+                target: v.target(&format!("{q}.target"), &c.target),
+                method: c.method.clone(),
+                every: interval(v, &q, &c.every)?,
+                timeout: v.duration(&format!("{q}.timeout"), &c.timeout),
+            })
+        }
+        None => None,
+    };
+    let casts = match &t.casts {
+        Some(c) => {
+            let q = format!("{p}.casts");
+            Some(TrafficCasts {
+                target: v.target(&format!("{q}.target"), &c.target),
+                method: c.method.clone(),
+                every: interval(v, &q, &c.every)?,
+            })
+        }
+        None => None,
+    };
+    let notifications = match &t.notifications {
+        Some(n) => {
+            let q = format!("{p}.notifications");
+            Some(TrafficNotifications {
+                topics: if n.topics.is_empty() {
+                    vec!["notifications".to_string()]
+                } else {
+                    n.topics.clone()
+                },
+                priority: v.one_of(
+                    &format!("{q}.priority"),
+                    "priority",
+                    &n.priority,
+                    &priorities(),
+                    Priority::as_lower,
+                )?,
+                event_type: n.event_type.clone(),
+                every: interval(v, &q, &n.every)?,
+            })
+        }
+        None => None,
+    };
+    Some(Traffic {
+        name: t.name.clone(),
+        calls,
+        casts,
+        notifications,
     })
 }

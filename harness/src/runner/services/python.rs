@@ -14,6 +14,7 @@ use crate::peer::protocol::{CallRequest, Request, TargetJson};
 use crate::peer::{FailureKind, PeerFailure, PeerOptions, PythonPeer};
 use crate::runner::check::OpError;
 use crate::runner::record::{lock, Recorder};
+use crate::runner::traffic::{Kind, TrafficLog};
 use crate::scenario::{Action, Behaviour, Endpoint, ErrorKind, Notify, Role, Service};
 
 /// The peer process and the task that records what its services receive.
@@ -191,7 +192,7 @@ pub struct PeerCall<'a> {
 
 impl Peer {
     /// Starts the peer; its services' deliveries go to `recorder`.
-    pub async fn spawn(recorder: Arc<Recorder>) -> Result<Peer, String> {
+    pub async fn spawn(recorder: Arc<Recorder>, traffic: Arc<TrafficLog>) -> Result<Peer, String> {
         let peer = PythonPeer::spawn(PeerOptions::default())
             .await
             .map_err(|e| e.to_string())?;
@@ -204,7 +205,20 @@ impl Peer {
                     continue;
                 };
                 let rec = lock(&n2).get(&svc).cloned().unwrap_or(svc);
-                record_event(&recorder, &rec, &ev.event, &ev.raw);
+                let marked = match ev.event.as_str() {
+                    "call" => ev
+                        .raw
+                        .get("args")
+                        .is_some_and(|a| traffic.record(a, Kind::Call)),
+                    "notification" => ev
+                        .raw
+                        .get("payload")
+                        .is_some_and(|p| traffic.record(p, Kind::Notification)),
+                    _ => false,
+                };
+                if !marked {
+                    record_event(&recorder, &rec, &ev.event, &ev.raw);
+                }
             }
         });
         Ok(Peer { peer, pump, names })

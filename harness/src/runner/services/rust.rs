@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runner::check::OpError;
 use crate::runner::record::{lock, Recorder};
+use crate::runner::traffic::{Kind, TrafficLog};
 use crate::scenario::{Action, Behaviour, Endpoint, StateOp};
 
 /// State of stateful behaviours, per service.
@@ -49,12 +50,22 @@ impl State {
     }
 }
 
+/// Where services record what they receive: the transcript's deliveries, or the traffic log for
+/// marked background traffic.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    /// Deliveries.
+    pub recorder: Arc<Recorder>,
+    /// Marked traffic.
+    pub traffic: Arc<TrafficLog>,
+}
+
 /// Who a method belongs to and where it records.
 #[derive(Clone)]
 struct Owner {
     service: String,
     record_as: String,
-    recorder: Arc<Recorder>,
+    sinks: Sinks,
     state: Arc<State>,
 }
 
@@ -64,11 +75,17 @@ async fn perform(
     b: Arc<Behaviour>,
     args: driver::Map,
 ) -> Result<Json, RemoteError> {
-    owner.recorder.record(
-        &owner.record_as,
-        method.clone(),
-        format!("{method} {}", Json::Object(args.clone())),
-    );
+    let value = Json::Object(args);
+    if !owner.sinks.traffic.record(&value, Kind::Call) {
+        owner.sinks.recorder.record(
+            &owner.record_as,
+            method.clone(),
+            format!("{method} {value}"),
+        );
+    }
+    let Json::Object(args) = value else {
+        return Ok(Json::Null);
+    };
     if let Some(d) = b.sleep {
         tokio::time::sleep(d).await;
     }
@@ -112,13 +129,13 @@ pub struct ServerSpec<'a> {
 pub async fn start_server(
     transport: &Transport,
     spec: ServerSpec<'_>,
-    recorder: Arc<Recorder>,
+    sinks: Sinks,
     state: Arc<State>,
 ) -> Result<RpcServer, OpError> {
     let owner = Owner {
         service: spec.service.to_string(),
         record_as: spec.record_as.to_string(),
-        recorder,
+        sinks,
         state,
     };
     let mut dispatcher = Dispatcher::new();
@@ -172,7 +189,7 @@ pub struct ListenerSpec<'a> {
 pub async fn start_listener(
     transport: &Transport,
     spec: ListenerSpec<'_>,
-    recorder: Arc<Recorder>,
+    sinks: Sinks,
 ) -> Result<Listening, OpError> {
     let mut listener = NotificationListener::start(
         transport,
@@ -195,6 +212,10 @@ pub async fn start_listener(
             };
             let Some(n) = n else { break };
             let nt = &n.notification;
+            if sinks.traffic.record(&nt.payload, Kind::Notification) {
+                n.ack().await;
+                continue;
+            }
             let v = match n.version {
                 NotifyVersion::V1 => 1,
                 NotifyVersion::V2 => 2,
@@ -210,10 +231,12 @@ pub async fn start_listener(
             if requeued < requeue {
                 requeued += 1;
                 line.push_str(" (requeued)");
-                recorder.record(&name, format!("requeued:{key}"), line);
+                sinks
+                    .recorder
+                    .record(&name, format!("requeued:{key}"), line);
                 n.requeue().await;
             } else {
-                recorder.record(&name, key, line);
+                sinks.recorder.record(&name, key, line);
                 n.ack().await;
             }
         }

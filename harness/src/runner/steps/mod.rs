@@ -8,6 +8,7 @@ mod expect;
 mod fault;
 mod notify;
 mod rpc;
+mod traffic;
 mod wait;
 
 use serde_json::Value as Json;
@@ -30,6 +31,8 @@ pub struct StepCtx<'a> {
     pub identity: &'a Identity,
     /// The transcript.
     pub transcript: &'a mut Transcript,
+    /// Background traffic that is running, by name.
+    pub traffic: &'a mut std::collections::BTreeMap<String, crate::runner::traffic::Running>,
 }
 
 /// Runs `step`.
@@ -51,6 +54,8 @@ pub async fn run(ctx: &mut StepCtx<'_>, step: &Step) -> StepOutcome {
         StepKind::Wait(w) => wait::wait(ctx, n, w).await,
         StepKind::Expect(e) => expect::expect(ctx, n, e),
         StepKind::Fault(f) => fault::fault(ctx, n, f).await,
+        StepKind::Traffic(t) => traffic::start(ctx, n, t),
+        StepKind::TrafficStop(t) => traffic::stop(ctx, n, t).await,
     }
 }
 
@@ -76,6 +81,7 @@ pub fn waits(
             long(c.timeout.unwrap_or(rpc_response_timeout))
         }
         StepKind::Wait(w) => long(w.timeout),
+        StepKind::TrafficStop(t) => long(t.drain),
         StepKind::Sleep(d) => long(*d),
         StepKind::Fault(crate::scenario::Fault {
             op: crate::scenario::FaultOp::Pause(d),
