@@ -8,7 +8,7 @@ use driver::url::TransportUrl;
 use crate::backend::BackendKind;
 use crate::brokers::BrokerChoice;
 
-fn parse_backend(s: &str) -> Result<BackendKind, String> {
+pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
     s.parse()
         .map_err(|e: crate::backend::UnknownName| e.to_string())
 }
@@ -72,6 +72,8 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Run a scenario's services and traffic for a long time with broker restarts.
+    Soak(crate::app::soak::SoakArgs),
     /// Run one scenario on several brokers and show where their transcripts differ.
     Compare(crate::app::compare::CompareArgs),
     /// Measure driver latency and throughput against the Python baseline.

@@ -4,6 +4,7 @@
 pub mod compare;
 pub mod matrix;
 pub mod run;
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Peer { command } => rt.block_on(peer_cmd(command)),
         Command::Bench(args) => rt.block_on(crate::bench::run(args)),
         Command::Compare(args) => rt.block_on(guarded(compare::run(args, &templates))),
+        Command::Soak(args) => rt.block_on(guarded(soak::run(args, &templates))),
         Command::Matrix { file } => {
             let opts = matrix::MatrixOptions::default();
             rt.block_on(guarded(matrix::run(&file, &templates, &opts)))

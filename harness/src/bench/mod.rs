@@ -9,7 +9,7 @@ mod measure;
 mod plot;
 mod progress;
 mod report;
-mod stats;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::time::Duration;

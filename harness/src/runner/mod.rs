@@ -7,6 +7,7 @@ pub mod env;
 pub mod record;
 pub mod services;
 pub mod setup;
+pub mod soak;
 pub mod steps;
 pub mod traffic;
 
