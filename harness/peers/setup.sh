@@ -23,7 +23,7 @@ req="$here/requirements.txt"
 venv="${1:-${OSLO_PEER_VENV:-$root/.venv-oslo}}"
 python="${PYTHON:-python3}"
 stamp="$venv/.amqp1-rig-stamp"
-check='import oslo_messaging, pyngus, proton
+check='import oslo_messaging, pyngus, proton, oslotest, testscenarios
 from importlib.metadata import version
 got = (version("oslo.messaging"), version("pyngus"), version("python-qpid-proton"))
 want = ("14.9.3", "2.3.1", "0.40.0")

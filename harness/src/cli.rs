@@ -72,6 +72,8 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Run oslo.messaging's own functional test suite against a broker.
+    OsloTests(crate::app::oslo_tests::OsloTestsArgs),
     /// Run a scenario's services and traffic for a long time with broker restarts.
     Soak(crate::app::soak::SoakArgs),
     /// Run one scenario on several brokers and show where their transcripts differ.

@@ -27,6 +27,7 @@ pub mod bench;
 pub mod brokers;
 pub mod cli;
 pub mod exit_code;
+pub mod oslo_tests;
 pub mod peer;
 pub mod plan;
 pub mod report;

@@ -22,6 +22,7 @@
 //!     image: amqp1-rig/rabbitmq:3.10   # optional: must exist locally
 //!     scenarios: [scenarios/compat/rabbitmq.yaml]   # optional subset
 //!     skip: "why"             # optional: never run here
+//!     oslo_tests: true        # optional: also run oslo.messaging's functional suite (its counts show)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ pub struct CellFile {
     /// Free text shown in the report.
     #[serde(default)]
     pub note: Option<String>,
+    /// Also run oslo.messaging's functional suite in this cell (`harness oslo-tests`).
+    #[serde(default)]
+    pub oslo_tests: bool,
 }
 
 /// A checked cell.
@@ -95,6 +99,8 @@ pub struct Cell {
     pub scenarios: Vec<PathBuf>,
     /// Never run here, with this reason.
     pub skip: Option<String>,
+    /// Also run the functional suite.
+    pub oslo_tests: bool,
 }
 
 impl Cell {
@@ -202,7 +208,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
             None => None,
         };
         let scenarios = c.scenarios.clone().unwrap_or_else(|| m.scenarios.clone());
-        if scenarios.is_empty() {
+        if scenarios.is_empty() && !c.oslo_tests {
             return Err(invalid(
                 at,
                 1,
@@ -217,6 +223,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
             image: c.image.clone(),
             scenarios,
             skip: c.skip.clone(),
+            oslo_tests: c.oslo_tests,
         });
     }
     Ok(Matrix {
@@ -338,7 +345,41 @@ async fn run_cell(
             outcome,
             duration_ms: t0.elapsed().as_millis() as u64,
             compare: None,
+            label: None,
         });
+    }
+    if cell.oslo_tests {
+        results.push(oslo_tests_cell(cell, templates_dir).await);
+    }
+}
+
+/// The functional suite in `cell`: its counts as the table's word.
+async fn oslo_tests_cell(cell: &Cell, templates_dir: &Path) -> CellResult {
+    let t0 = Instant::now();
+    let mut broker = cell.broker.clone();
+    if let (BrokerChoice::Real { version, .. }, Some(v)) = (&mut broker, &cell.version) {
+        *version = Some(v.clone());
+    }
+    let args = super::oslo_tests::OsloTestsArgs::for_cell(cell.backend, broker);
+    let (outcome, label) = match super::oslo_tests::execute(&args, templates_dir).await {
+        Ok(r) => {
+            let words = r.counts.to_string();
+            let outcome = match (r.passed(), r.counts.expected_failures) {
+                (false, _) => Outcome::Fail(words.clone()),
+                (true, 0) => Outcome::Pass,
+                (true, _) => Outcome::ExpectedFailure(words.clone()),
+            };
+            (outcome, Some(words))
+        }
+        Err((_, e)) => (Outcome::Fail(e), None),
+    };
+    CellResult {
+        cell: cell.name.clone(),
+        scenario: "oslo-tests".into(),
+        outcome,
+        duration_ms: t0.elapsed().as_millis() as u64,
+        compare: None,
+        label,
     }
 }
 
@@ -379,6 +420,7 @@ pub async fn run(path: &Path, templates_dir: &Path, opts: &MatrixOptions) -> i32
                 outcome: Outcome::Skipped(reason.clone()),
                 duration_ms: 0,
                 compare: None,
+                label: None,
             }));
             continue;
         }

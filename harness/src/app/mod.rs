@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod matrix;
+pub mod oslo_tests;
 pub mod run;
 pub mod soak;
 
@@ -39,6 +40,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Bench(args) => rt.block_on(crate::bench::run(args)),
         Command::Compare(args) => rt.block_on(guarded(compare::run(args, &templates))),
         Command::Soak(args) => rt.block_on(guarded(soak::run(args, &templates))),
+        Command::OsloTests(args) => rt.block_on(guarded(oslo_tests::run(args, &templates))),
         Command::Matrix { file } => {
             let opts = matrix::MatrixOptions::default();
             rt.block_on(guarded(matrix::run(&file, &templates, &opts)))

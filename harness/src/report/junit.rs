@@ -253,6 +253,49 @@ pub fn render_matrix(results: &[CellResult]) -> String {
     document("amqp1-rig matrix", &suites, true)
 }
 
+/// The functional suite's run as JUnit: one test suite per file, one test case per test.
+pub fn render_oslo(r: &crate::app::oslo_tests::OsloReport) -> String {
+    use crate::oslo_tests::Status;
+    let suites: Vec<(String, u64, Vec<Case>)> = r
+        .modules
+        .iter()
+        .map(|m| {
+            let mut cases: Vec<Case> = m
+                .tests
+                .iter()
+                .map(|t| Case {
+                    name: t.id.clone(),
+                    ms: (t.seconds * 1000.0) as u64,
+                    verdict: match t.status {
+                        Status::Passed => Verdict::Pass,
+                        Status::Skipped => Verdict::Skip(t.reason.clone()),
+                        Status::ExpectedFailure => {
+                            Verdict::Note(t.reason.clone().unwrap_or_default())
+                        }
+                        Status::Failed => Verdict::Fail(
+                            t.reason.clone().unwrap_or_default(),
+                            t.traceback.clone().unwrap_or_default(),
+                        ),
+                    },
+                })
+                .collect();
+            if let Some(e) = &m.error {
+                cases.push(Case {
+                    name: "runner".into(),
+                    ms: 0,
+                    verdict: Verdict::Fail(e.lines().next().unwrap_or("").to_string(), e.clone()),
+                });
+            }
+            (m.module.clone(), (m.seconds * 1000.0) as u64, cases)
+        })
+        .collect();
+    document(
+        &format!("oslo.messaging functional tests on {}", r.broker),
+        &suites,
+        true,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{GroupReport, StepReport};

@@ -61,6 +61,19 @@ pub struct CellResult {
     /// scenario's first cell.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compare: Option<String>,
+    /// The table's word instead of the outcome's (the functional suite's counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl CellResult {
+    /// What the table shows.
+    pub fn word(&self) -> String {
+        match &self.label {
+            Some(l) => format!("{}: {l}", self.outcome.label()),
+            None => self.outcome.label(),
+        }
+    }
 }
 
 /// Cells in first-seen order, scenarios in first-seen order, and the outcome grid.
@@ -109,8 +122,8 @@ pub fn render_markdown(results: &[CellResult]) -> String {
             let v = map
                 .get(&(*c, *sc))
                 .map(|r| match &r.compare {
-                    Some(link) => format!("{} ([differs]({link}))", md_cell(&r.outcome.label())),
-                    None => md_cell(&r.outcome.label()),
+                    Some(link) => format!("{} ([differs]({link}))", md_cell(&r.word())),
+                    None => md_cell(&r.word()),
                 })
                 .unwrap_or_else(|| "-".to_string());
             let _ = write!(s, " {v} |");
@@ -157,7 +170,7 @@ pub fn render_html(results: &[CellResult]) -> String {
                         s,
                         "<td class=\"{class}\" title=\"{}\">{}{link}</td>",
                         html_escape(r.outcome.detail()),
-                        html_escape(&r.outcome.label())
+                        html_escape(&r.word())
                     );
                 }
                 None => s.push_str("<td>-</td>"),
@@ -180,6 +193,7 @@ pub(crate) mod tests {
             outcome: o,
             duration_ms: 5,
             compare: None,
+            label: None,
         };
         vec![
             r("embedded", "rpc.yaml", Outcome::Pass),
