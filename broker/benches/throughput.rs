@@ -50,6 +50,30 @@ fn payload() -> Message<Data> {
         .build()
 }
 
+/// Sends `n` messages: pre-settled one by one, or unsettled keeping `window_size` in flight.
+async fn produce(sender: &mut Sender, n: usize, presettled: bool, window_size: usize) -> Res<()> {
+    if presettled {
+        for _ in 0..n {
+            let s = Sendable::builder().message(payload()).settled(true).build();
+            sender.send_batchable(s).await?.await?;
+        }
+        return Ok(());
+    }
+    let mut window = VecDeque::with_capacity(window_size);
+    for _ in 0..n {
+        if window.len() == window_size {
+            if let Some(f) = window.pop_front() {
+                let _: fe2o3_amqp::types::messaging::Outcome = f.await?;
+            }
+        }
+        window.push_back(sender.send_batchable(payload()).await?);
+    }
+    for f in window {
+        f.await?;
+    }
+    Ok(())
+}
+
 async fn one_way(broker: &Broker, n: usize, presettled: bool) -> Res<f64> {
     let window_size = env_usize("BENCH_WINDOW", 100);
     let address = if broker.flavour() == Flavour::Router {
@@ -96,25 +120,7 @@ async fn one_way(broker: &Broker, n: usize, presettled: bool) -> Res<f64> {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>((last, got))
     });
     let start = Instant::now();
-    if presettled {
-        for _ in 0..n {
-            let s = Sendable::builder().message(payload()).settled(true).build();
-            sender.send_batchable(s).await?.await?;
-        }
-    } else {
-        let mut window = VecDeque::with_capacity(window_size);
-        for _ in 0..n {
-            if window.len() == window_size {
-                if let Some(f) = window.pop_front() {
-                    let _: fe2o3_amqp::types::messaging::Outcome = f.await?;
-                }
-            }
-            window.push_back(sender.send_batchable(payload()).await?);
-        }
-        for f in window {
-            f.await?;
-        }
-    }
+    produce(&mut sender, n, presettled, window_size).await?;
     let (end, got) = consumer.await??;
     let secs = end.duration_since(start).as_secs_f64();
     if got < n {
@@ -132,13 +138,12 @@ async fn one_way(broker: &Broker, n: usize, presettled: bool) -> Res<f64> {
     Ok(n as f64 / secs)
 }
 
-async fn request_reply(broker: &Broker, n: usize) -> Res<(Duration, Duration, Duration)> {
-    let service = if broker.flavour() == Flavour::Router {
-        "openstack.org/om/rpc/anycast/bench/rpc"
-    } else {
-        "exclusive.bench.rpc"
-    };
-    // Server: receive, reply to reply-to through the anonymous relay.
+/// Server: receives `n` requests and replies to each reply-to through the anonymous relay.
+async fn spawn_echo_server(
+    broker: &Broker,
+    service: &str,
+    n: usize,
+) -> Res<tokio::task::JoinHandle<Res<()>>> {
     let (mut sc, mut ss) = client(broker, "bench-server").await?;
     let mut requests = Receiver::builder()
         .name("bench-server-rx")
@@ -150,7 +155,7 @@ async fn request_reply(broker: &Broker, n: usize) -> Res<(Duration, Duration, Du
         .target(fe2o3_amqp::types::messaging::Target::builder().build())
         .attach(&mut ss)
         .await?;
-    let server = tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         for _ in 0..n {
             let d: Delivery<Body<Value>> = requests.recv().await?;
             requests.accept(&d).await?;
@@ -172,7 +177,16 @@ async fn request_reply(broker: &Broker, n: usize) -> Res<(Duration, Duration, Du
         ss.end().await?;
         sc.close().await?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-    });
+    }))
+}
+
+async fn request_reply(broker: &Broker, n: usize) -> Res<(Duration, Duration, Duration)> {
+    let service = if broker.flavour() == Flavour::Router {
+        "openstack.org/om/rpc/anycast/bench/rpc"
+    } else {
+        "exclusive.bench.rpc"
+    };
+    let server = spawn_echo_server(broker, service, n).await?;
 
     let (mut cc, mut cs) = client(broker, "bench-client").await?;
     let mut replies = Receiver::builder()

@@ -2,15 +2,50 @@
 //! release or reject deliveries.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use fe2o3_amqp_types::definitions;
+use futures::task::AtomicWaker;
 use regex::Regex;
 use tokio::sync::mpsc;
 
-use crate::stream::StreamCtl;
+use crate::util::{amqp_error, lock};
+
+/// Kill switch of one connection's stream (the `drop_connections` fault); the stream
+/// wrapper in `stream.rs` polls it.
+#[derive(Debug, Default)]
+pub(crate) struct StreamCtl {
+    killed: AtomicBool,
+    read_waker: AtomicWaker,
+    write_waker: AtomicWaker,
+}
+
+impl StreamCtl {
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub(crate) fn wake(&self) {
+        self.read_waker.wake();
+        self.write_waker.wake();
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn register_read(&self, waker: &Waker) {
+        self.read_waker.register(waker);
+    }
+
+    pub(crate) fn register_write(&self, waker: &Waker) {
+        self.write_waker.register(waker);
+    }
+}
 
 /// Handle to the fault controls of a running broker. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -49,10 +84,6 @@ pub(crate) enum ForcedOutcome {
     Reject,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn take_one(counter: &AtomicUsize) -> bool {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
@@ -85,7 +116,7 @@ impl FaultState {
         rules
             .iter()
             .find(|r| r.pattern.is_match(address))
-            .map(|r| crate::node::amqp_error(&r.condition, &r.description))
+            .map(|r| amqp_error(&r.condition, &r.description))
     }
 
     pub(crate) fn register_link(
@@ -165,9 +196,7 @@ impl Faults {
         let links = lock(&self.state.links);
         let mut n = 0;
         for l in links.values().filter(|l| l.address == address) {
-            let _ = l
-                .close
-                .send(crate::node::amqp_error(condition, description));
+            let _ = l.close.send(amqp_error(condition, description));
             n += 1;
         }
         tracing::info!(address, n, "fault: closing links");

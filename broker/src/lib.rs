@@ -44,6 +44,7 @@ mod node;
 mod sniff;
 mod stream;
 mod tls;
+mod util;
 
 pub use config::{BrokerConfig, Flavour, TlsConfig, UnknownFlavour};
 pub use counters::{ConnectionCounters, Counters, NodeCounters};

@@ -5,38 +5,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fe2o3_amqp_types::definitions::{
-    self, AmqpError, ConnectionError, ErrorCondition, LinkError, SessionError,
-};
 use fe2o3_amqp_types::messaging::{Body, Message, Outcome};
-use fe2o3_amqp_types::primitives::{Symbol, Value};
+use fe2o3_amqp_types::primitives::Value;
 use tokio::sync::{oneshot, Notify};
 
 use crate::counters::{dec, inc, NodeStats};
+use crate::util::lock;
+
+/// The body type of stored messages (any section: value, data, sequence or none).
+pub(crate) type MsgBody = Body<Value>;
 
 /// The message type stored and forwarded.
-pub(crate) type Msg = Message<Body<Value>>;
-
-/// Builds an AMQP error from a condition string, mapping known conditions to their variant.
-pub(crate) fn amqp_error(condition: &str, description: &str) -> definitions::Error {
-    let cond = if let Ok(e) = AmqpError::try_from(condition) {
-        ErrorCondition::AmqpError(e)
-    } else if let Ok(e) = ConnectionError::try_from(condition) {
-        ErrorCondition::ConnectionError(e)
-    } else if let Ok(e) = SessionError::try_from(condition) {
-        ErrorCondition::SessionError(e)
-    } else if let Ok(e) = LinkError::try_from(condition) {
-        ErrorCondition::LinkError(e)
-    } else {
-        ErrorCondition::Custom(Symbol::from(condition))
-    };
-    let description = if description.is_empty() {
-        None
-    } else {
-        Some(description.to_string())
-    };
-    definitions::Error::new(cond, description, None)
-}
+pub(crate) type Msg = Message<MsgBody>;
 
 /// A message waiting in a node or a consumer backlog.
 #[derive(Debug)]
@@ -116,10 +96,6 @@ pub(crate) struct Backlog {
     items: Mutex<VecDeque<Stored>>,
     notify: Notify,
     closed: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Backlog {

@@ -14,6 +14,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::util::lock;
+
 /// Set of pre-settled deliveries seen on one connection: (remote channel, remote handle, delivery-id).
 #[derive(Debug, Default)]
 pub(crate) struct SettledSet {
@@ -21,19 +23,14 @@ pub(crate) struct SettledSet {
 }
 
 impl SettledSet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(u16, u32, u32)>> {
-        self.set.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Whether that delivery was pre-settled (and forgets it).
     pub(crate) fn take(&self, channel: u16, handle: u32, delivery_id: u32) -> bool {
-        self.lock().remove(&(channel, handle, delivery_id))
+        lock(&self.set).remove(&(channel, handle, delivery_id))
     }
 
     /// Forgets everything of one link.
     pub(crate) fn forget_link(&self, channel: u16, handle: u32) {
-        self.lock()
-            .retain(|(c, h, _)| !(*c == channel && *h == handle));
+        lock(&self.set).retain(|(c, h, _)| !(*c == channel && *h == handle));
     }
 }
 
@@ -142,7 +139,7 @@ impl Scanner {
 
     fn parse(&mut self, channel: u16) {
         if let Some((handle, id)) = presettled_transfer(&self.captured) {
-            self.settled.lock().insert((channel, handle, id));
+            lock(&self.settled.set).insert((channel, handle, id));
         }
         self.captured.clear();
     }

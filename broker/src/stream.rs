@@ -1,40 +1,15 @@
 //! The socket wrapper every connection goes through: it implements the `drop_connections` and `pause` faults at the byte level.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::faults::FaultState;
-
-/// Kill switch of one connection's stream.
-#[derive(Debug, Default)]
-pub(crate) struct StreamCtl {
-    killed: AtomicBool,
-    read_waker: AtomicWaker,
-    write_waker: AtomicWaker,
-}
-
-impl StreamCtl {
-    pub(crate) fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
-        self.wake();
-    }
-
-    pub(crate) fn wake(&self) {
-        self.read_waker.wake();
-        self.write_waker.wake();
-    }
-
-    pub(crate) fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::Acquire)
-    }
-}
+use crate::faults::{FaultState, StreamCtl};
 
 /// A stream with fault controls and an optional replay prefix.
 pub(crate) struct BrokerStream<S> {
@@ -100,8 +75,6 @@ fn poll_pause(
     }
 }
 
-use std::future::Future;
-
 impl<S: AsyncRead + Unpin> AsyncRead for BrokerStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -109,7 +82,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for BrokerStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.ctl.read_waker.register(cx.waker());
+        this.ctl.register_read(cx.waker());
         if this.ctl.is_killed() {
             return Poll::Ready(Err(killed_error()));
         }
@@ -127,7 +100,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BrokerStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.ctl.write_waker.register(cx.waker());
+        this.ctl.register_write(cx.waker());
         if this.ctl.is_killed() {
             return Poll::Ready(Err(killed_error()));
         }
@@ -143,7 +116,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BrokerStream<S> {
             return Poll::Ready(Err(killed_error()));
         }
         if poll_pause(&this.faults, &mut this.write_sleep, cx).is_pending() {
-            this.ctl.write_waker.register(cx.waker());
+            this.ctl.register_write(cx.waker());
             return Poll::Pending;
         }
         Pin::new(&mut this.inner).poll_flush(cx)

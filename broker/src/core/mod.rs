@@ -1,0 +1,284 @@
+//! The broker core: shared state (nodes, connections, faults) and the modules that serve it.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`sasl`] | SASL PLAIN / ANONYMOUS acceptor |
+//! | [`resolve`] | attach → node, per flavour (`qpidd`, `router`, `rabbitmq`) |
+//! | [`conn`] | listener, sockets, connections, sessions |
+//! | [`link`] | one attach: refuse it, or start a producer or a consumer |
+//! | [`producer`] | links where the broker receives |
+//! | [`consumer`] | links where the broker sends |
+
+mod conn;
+mod consumer;
+mod link;
+mod producer;
+mod resolve;
+mod sasl;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor};
+use fe2o3_amqp::types::definitions::Fields;
+use fe2o3_amqp::types::messaging::{Source, Target};
+use fe2o3_amqp::types::primitives::{Symbol, Value};
+use regex::Regex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BrokerConfig, Flavour};
+use crate::counters::{ConnStats, Counters};
+use crate::faults::FaultState;
+use crate::node::{Node, NodeKind};
+use crate::util::{lock, random_suffix};
+use crate::BrokerError;
+
+pub(crate) use conn::accept_loop;
+use sasl::UsersSasl;
+
+/// Connection records kept in the counters (closed ones are dropped first).
+const MAX_CONNECTION_RECORDS: usize = 10_000;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counts live tasks so that shutdown can wait for them.
+#[derive(Debug, Default)]
+pub(crate) struct Tasks {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by a task while it runs.
+pub(crate) struct TaskGuard(Arc<Tasks>);
+
+impl Tasks {
+    fn guard(self: &Arc<Self>) -> TaskGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
+    }
+
+    /// Waits until no task runs, for at most `limit`; returns whether that happened.
+    pub(crate) async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.live.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+type DynSourceFn = fn(Source) -> Option<Source>;
+type DynTargetFn = fn(Target) -> Option<Target>;
+
+/// Shared broker state.
+pub(crate) struct Core {
+    pub flavour: Flavour,
+    pub config: BrokerConfig,
+    queue_res: Vec<Regex>,
+    topic_res: Vec<Regex>,
+    nodes: Mutex<HashMap<String, Arc<Node>>>,
+    conns: Mutex<Vec<Arc<ConnStats>>>,
+    refused: AtomicU64,
+    pub faults: Arc<FaultState>,
+    router_id: String,
+    next_conn: AtomicU64,
+    pub shutdown: CancellationToken,
+    pub tasks: Arc<Tasks>,
+    sasl_acceptor: ConnectionAcceptor<(), UsersSasl>,
+    plain_acceptor: ConnectionAcceptor<(), ()>,
+    link_acceptor: LinkAcceptor<DynSourceFn, DynTargetFn>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("flavour", &self.flavour)
+            .finish_non_exhaustive()
+    }
+}
+
+fn compile(patterns: &[String], what: &str) -> Result<Vec<Regex>, BrokerError> {
+    patterns
+        .iter()
+        .map(|p| {
+            Regex::new(p).map_err(|e| {
+                BrokerError::Config(format!(
+                    "{what} `{p}` is not a valid regular expression: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn open_properties(flavour: Flavour) -> Fields {
+    let mut f = Fields::new();
+    f.insert(
+        Symbol::from("product"),
+        Value::String(flavour.product().to_string()),
+    );
+    f.insert(
+        Symbol::from("version"),
+        Value::String(flavour.version().to_string()),
+    );
+    f
+}
+
+fn pass_source(s: Source) -> Option<Source> {
+    Some(s)
+}
+
+fn pass_target(t: Target) -> Option<Target> {
+    Some(t)
+}
+
+fn check_config(config: &BrokerConfig) -> Result<(), BrokerError> {
+    if !config.bind.ip().is_loopback() {
+        return Err(BrokerError::Config(format!(
+            "bind address {} is not a loopback address; the embedded broker only listens on loopback",
+            config.bind
+        )));
+    }
+    if config.users.is_empty() && !config.allow_anonymous {
+        return Err(BrokerError::Config(
+            "no SASL users and allow_anonymous=false: nobody could log in".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn default_container_id(flavour: Flavour) -> String {
+    match flavour {
+        Flavour::Qpidd => format!("qpidd-{}", random_suffix(8)),
+        Flavour::Router => format!("router-{}", random_suffix(8)),
+        Flavour::Rabbitmq3 => "rabbit@localhost".to_string(),
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<Arc<Core>, BrokerError> {
+        check_config(&config)?;
+        let queue_res = compile(&config.queue_patterns, "queue pattern")?;
+        let topic_res = compile(&config.topic_patterns, "topic pattern")?;
+        let flavour = config.flavour;
+        let container_id = config
+            .container_id
+            .clone()
+            .unwrap_or_else(|| default_container_id(flavour));
+        let make_builder = || {
+            let b = ConnectionAcceptor::builder()
+                .container_id(container_id.clone())
+                .properties(open_properties(flavour));
+            if flavour != Flavour::Rabbitmq3 {
+                b.add_offered_capabilities("ANONYMOUS-RELAY")
+            } else {
+                b
+            }
+        };
+        let sasl_acceptor = make_builder()
+            .sasl_acceptor(UsersSasl::new(config.users.clone(), config.allow_anonymous))
+            .build();
+        let core = Core {
+            flavour,
+            queue_res,
+            topic_res,
+            nodes: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Vec::new()),
+            refused: AtomicU64::new(0),
+            faults: Arc::new(FaultState::default()),
+            router_id: container_id.clone(),
+            next_conn: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            tasks: Arc::new(Tasks::default()),
+            sasl_acceptor,
+            plain_acceptor: make_builder().build(),
+            link_acceptor: LinkAcceptor::builder()
+                .verify_incoming_source(false)
+                .verify_incoming_target(false)
+                .on_dynamic_source(pass_source as DynSourceFn)
+                .on_dynamic_target(pass_target as DynTargetFn)
+                .build(),
+            tls,
+            config,
+        };
+        if flavour == Flavour::Qpidd {
+            for name in ["amq.topic", "amq.fanout"] {
+                core.insert_node(Node::new(
+                    name.to_string(),
+                    NodeKind::Topic,
+                    false,
+                    true,
+                    None,
+                ));
+            }
+        }
+        Ok(Arc::new(core))
+    }
+
+    /// Inserts a node unless one of that name exists; returns the one in the map.
+    fn insert_node(&self, node: Arc<Node>) -> Arc<Node> {
+        lock(&self.nodes)
+            .entry(node.name.clone())
+            .or_insert(node)
+            .clone()
+    }
+
+    fn node(&self, name: &str) -> Option<Arc<Node>> {
+        lock(&self.nodes).get(name).cloned()
+    }
+
+    fn remove_node(&self, node: &Arc<Node>) {
+        let mut nodes = lock(&self.nodes);
+        if nodes.get(&node.name).is_some_and(|n| Arc::ptr_eq(n, node)) {
+            nodes.remove(&node.name);
+        }
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        let nodes: Vec<Arc<Node>> = lock(&self.nodes).values().cloned().collect();
+        let mut c = Counters {
+            flavour: self.flavour.to_string(),
+            refused_connections: self.refused.load(Ordering::Relaxed),
+            ..Counters::default()
+        };
+        for n in nodes {
+            n.sweep_expired();
+            c.nodes
+                .insert(n.name.clone(), n.stats.snapshot(n.kind_name(), n.depth()));
+        }
+        c.connections = lock(&self.conns).iter().map(|s| s.snapshot()).collect();
+        c
+    }
+
+    /// Records a new connection, dropping the oldest closed record when there are too many.
+    fn record_connection(&self, stats: Arc<ConnStats>) {
+        let mut conns = lock(&self.conns);
+        if conns.len() >= MAX_CONNECTION_RECORDS {
+            if let Some(i) = conns.iter().position(|c| !c.open.load(Ordering::Relaxed)) {
+                conns.remove(i);
+            }
+        }
+        conns.push(stats);
+    }
+}
