@@ -389,28 +389,13 @@ fn suggestion_text(s: &Option<String>) -> String {
     }
 }
 
-/// Levenshtein edit distance (small inputs only).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// The closest valid option name, if it is within a small edit distance.
 pub fn suggest_option(name: &str) -> Option<String> {
     let lname = name.to_ascii_lowercase();
     OSLO_OPTION_NAMES
         .iter()
         .chain(EXTENSION_OPTION_NAMES.iter())
-        .map(|n| (edit_distance(&lname, n), *n))
+        .map(|n| (strsim::levenshtein(&lname, n), *n))
         .filter(|(d, _)| *d <= 1.max(lname.len() / 3) && *d < lname.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n.to_string())
