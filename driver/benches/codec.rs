@@ -45,6 +45,8 @@ fn request(size: usize) -> Request {
 type Build = Box<dyn Fn() -> OutgoingMessage>;
 type Decode = fn(&IncomingMessage) -> bool;
 
+/// Every case, one row per oslo message type and size (build, decode). Long
+/// because it is one table: splitting it would scatter the rows.
 fn cases() -> Vec<(&'static str, Build, Decode)> {
     let id = MessageId::from("dcf6b8a5e1f94b0e8c6a2d3f4e5a0502");
     let small = request(16);

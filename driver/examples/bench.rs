@@ -1,15 +1,21 @@
 //! Throughput and latency of the driver against the embedded broker (or `--url`).
 //!
-//! `cargo run --release -p driver --example bench -- [--url URL] [--flavour qpidd] [--calls N]`
+//! `cargo run --release -p driver --example bench -- [--url URL] [--flavour qpidd] [--calls N]
+//! [--only calls|casts|notify] [--notifiers 1,8,64] [--window 100]`
 //!
 //! Reports call p50/p99, sequential calls/s, 8 concurrent callers calls/s,
-//! casts/s and notifications/s.
+//! casts/s, notifications/s with 1, 8 and 64 concurrent notifiers (each
+//! notification acknowledged by the broker, all counted at the listener), and
+//! the same acked traffic on a raw fe2o3 sender link with `--window` deliveries
+//! in flight (the reference the notifier is measured against).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use driver::address::{resolve_kind, Addresser};
+use driver::wire::{Notification, NotifyVersion, OutgoingMessage};
 use driver::{
     Config, Dispatcher, Endpoint, NotificationListener, Notifier, Priority, RpcClient, RpcServer,
     Target, Transport,
@@ -30,24 +36,44 @@ struct Args {
     /// Extra URL query (e.g. `reply_link_credit=1000`).
     #[arg(long)]
     query: Option<String>,
-    /// Casts / notifications to send.
+    /// Casts to send; a quarter as many notifications per notifier count.
     #[arg(long, default_value_t = 20000)]
     messages: usize,
+    /// Run only one group of phases: `calls`, `casts` or `notify`.
+    #[arg(long)]
+    only: Option<String>,
+    /// Concurrent notifier counts to measure (comma-separated).
+    #[arg(long, default_value = "1,8,64", value_delimiter = ',')]
+    notifiers: Vec<usize>,
+    /// Deliveries in flight on the raw fe2o3 reference link.
+    #[arg(long, default_value_t = 100)]
+    window: usize,
+    /// Product used to pick the raw link's address with `--url` (default: the flavour's).
+    #[arg(long)]
+    product: Option<String>,
 }
 
+impl Args {
+    fn runs(&self, group: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == group)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
 #[tokio::main(flavor = "multi_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let (url, broker) = match &args.url {
-        Some(u) => (u.clone(), None),
+    let (url, broker, product) = match &args.url {
+        Some(u) => (u.clone(), None, args.product.clone()),
         None => {
             let flavour: broker::Flavour = args.flavour.parse().map_err(|e| format!("{e:?}"))?;
             let b = broker::Broker::start(broker::BrokerConfig::for_flavour(flavour)).await?;
-            (b.url(), Some(b))
+            (b.url(), Some(b), Some(flavour.product().to_string()))
         }
     };
     let url = match &args.query {
@@ -56,6 +82,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let server_t = Transport::connect(Config::from_url(&url)?).await?;
     let client_t = Transport::connect(Config::from_url(&url)?).await?;
+    let payload = json!({"data": "x".repeat(100)});
+    let Value::Object(pargs) = payload else {
+        unreachable!()
+    };
+    if args.runs("calls") || args.runs("casts") {
+        rpc_phases(&args, &server_t, &client_t, &pargs).await?;
+    }
+    if args.runs("notify") {
+        for &n in &args.notifiers {
+            notify_phase(&server_t, &client_t, args.messages / 4, n.max(1)).await?;
+        }
+        raw_notify_phase(&url, &server_t, product.as_deref(), &args).await?;
+    }
+    client_t.close().await;
+    server_t.close().await;
+    if let Some(b) = broker {
+        b.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Sequential calls, 8 concurrent callers and casts through one RPC server.
+async fn rpc_phases(
+    args: &Args,
+    server_t: &Transport,
+    client_t: &Transport,
+    pargs: &driver::Map,
+) -> Result<(), BoxError> {
     let casts = Arc::new(AtomicU64::new(0));
     let c2 = casts.clone();
     let dispatcher = Dispatcher::new().endpoint(
@@ -67,41 +121,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
     );
     let server = RpcServer::start(
-        &server_t,
+        server_t,
         Target::topic("bench").with_server("s1"),
         dispatcher,
     )
     .await?;
-    let client = RpcClient::new(&client_t, Target::topic("bench")).timeout(Duration::from_secs(5));
-    let payload = json!({"data": "x".repeat(100)});
-    let Value::Object(pargs) = payload else {
-        unreachable!()
-    };
-
-    // warm up
+    let client = RpcClient::new(client_t, Target::topic("bench")).timeout(Duration::from_secs(5));
     for i in 0..200 {
         if let Err(e) = client.call(Default::default(), "echo", pargs.clone()).await {
-            if let Some(b) = &broker {
-                eprintln!(
-                    "{}",
-                    serde_json::to_string_pretty(&b.counters()).unwrap_or_default()
-                );
-            }
             return Err(format!("warm-up call {i}: {e}").into());
         }
     }
-    // sequential calls
-    let mut lat = Vec::with_capacity(args.calls);
+    if args.runs("calls") {
+        call_phases(&client, args.calls, pargs).await?;
+    }
+    if args.runs("casts") {
+        cast_phase(client_t, &casts, args.messages, pargs).await?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+async fn call_phases(
+    client: &RpcClient,
+    calls: usize,
+    pargs: &driver::Map,
+) -> Result<(), BoxError> {
+    let mut lat = Vec::with_capacity(calls);
     let t0 = Instant::now();
-    for i in 0..args.calls {
+    for i in 0..calls {
         let s = Instant::now();
         if let Err(e) = client.call(Default::default(), "echo", pargs.clone()).await {
-            if let Some(b) = &broker {
-                eprintln!(
-                    "{}",
-                    serde_json::to_string_pretty(&b.counters()).unwrap_or_default()
-                );
-            }
             return Err(format!("sequential call {i}: {e}").into());
         }
         lat.push(s.elapsed());
@@ -115,13 +165,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         p(0.99),
         lat.len()
     );
-    println!(
-        "sequential calls/s {:.0}",
-        args.calls as f64 / seq.as_secs_f64()
-    );
+    println!("sequential calls/s {:.0}", calls as f64 / seq.as_secs_f64());
 
-    // 8 concurrent callers
-    let per = args.calls / 8;
+    let per = calls / 8;
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -141,39 +187,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "8 concurrent callers calls/s {:.0}",
         (per * 8) as f64 / t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
 
-    // casts (pre-settled), counted at the server
-    let caster = RpcClient::new(&client_t, Target::topic("bench").with_server("s1"));
+async fn cast_phase(
+    client_t: &Transport,
+    casts: &AtomicU64,
+    messages: usize,
+    pargs: &driver::Map,
+) -> Result<(), BoxError> {
+    let caster = RpcClient::new(client_t, Target::topic("bench").with_server("s1"));
     let t0 = Instant::now();
-    for _ in 0..args.messages {
+    for _ in 0..messages {
         caster
             .cast(Default::default(), "count", pargs.clone())
             .await?;
     }
     let sent = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while casts.load(Ordering::Relaxed) < args.messages as u64 && Instant::now() < deadline {
+    while casts.load(Ordering::Relaxed) < messages as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let got = casts.load(Ordering::Relaxed);
     println!(
         "casts/s {:.0} sent, {:.0} delivered ({} of {} received)",
-        args.messages as f64 / sent.as_secs_f64(),
+        messages as f64 / sent.as_secs_f64(),
         got as f64 / t0.elapsed().as_secs_f64(),
         got,
-        args.messages
+        messages
     );
+    Ok(())
+}
 
-    // notifications (unsettled: each waits for the broker's accept)
-    let mut listener = NotificationListener::start(
-        &server_t,
-        vec![Target::topic("benchn")],
-        vec![Priority::Info],
-        None,
-    )
-    .await?;
-    let n = args.messages / 4;
-    let recv = tokio::spawn(async move {
+/// A listener on `topic.info` that acks and counts `n` notifications.
+async fn counting_listener(
+    t: &Transport,
+    topic: &str,
+    n: usize,
+) -> Result<tokio::task::JoinHandle<usize>, BoxError> {
+    let mut listener =
+        NotificationListener::start(t, vec![Target::topic(topic)], vec![Priority::Info], None)
+            .await?;
+    Ok(tokio::spawn(async move {
         let mut k = 0;
         while k < n {
             match listener.recv().await {
@@ -185,35 +240,118 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         k
-    });
-    let notifier = Notifier::new(&client_t, "bench").topics(["benchn"]);
+    }))
+}
+
+/// `n` notifications from `notifiers` concurrent tasks sharing one notifier
+/// (one sender link); each notification waits for the broker's accept.
+async fn notify_phase(
+    server_t: &Transport,
+    client_t: &Transport,
+    n: usize,
+    notifiers: usize,
+) -> Result<(), BoxError> {
+    let topic = format!("benchn{notifiers}");
+    let per = n / notifiers;
+    let total = per * notifiers;
+    // The warm-up notification is counted too.
+    let recv = counting_listener(server_t, &topic, total + 1).await?;
+    let notifier = Notifier::new(client_t, "bench").topics([topic.as_str()]);
+    // Attach the sender link before timing.
+    notifier
+        .notify(Default::default(), "bench.warm", Priority::Info, json!({}))
+        .await?;
     let t0 = Instant::now();
-    for _ in 0..n {
-        notifier
-            .notify(
-                Default::default(),
-                "bench.event",
-                Priority::Info,
-                json!({"k": 1}),
-            )
-            .await?;
+    let mut tasks = Vec::new();
+    for _ in 0..notifiers {
+        let nt = notifier.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per {
+                nt.notify(
+                    Default::default(),
+                    "bench.event",
+                    Priority::Info,
+                    json!({"k": 1}),
+                )
+                .await?;
+            }
+            Ok::<_, driver::NotifyError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
     }
     let sent = t0.elapsed();
-    println!(
-        "notifications/s {:.0} (sequential, each acknowledged by the broker)",
-        n as f64 / sent.as_secs_f64()
-    );
     let got = tokio::time::timeout(Duration::from_secs(60), recv).await??;
     println!(
-        "notifications received {got}/{n} in {:.2} s",
+        "notifications/s {:.0} with {notifiers} concurrent notifier(s), each acked ({got}/{} received, {:.2} s)",
+        total as f64 / sent.as_secs_f64(),
+        total + 1,
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
 
-    server.stop().await;
-    client_t.close().await;
-    server_t.close().await;
-    if let Some(b) = broker {
-        b.shutdown().await;
+/// The same acked notification traffic on a raw fe2o3 sender link with up to
+/// `--window` deliveries in flight: the rate one link can carry.
+async fn raw_notify_phase(
+    url: &str,
+    server_t: &Transport,
+    product: Option<&str>,
+    args: &Args,
+) -> Result<(), BoxError> {
+    use fe2o3_amqp::{Connection, Sender, Session};
+    let n = args.messages / 4;
+    let topic = "benchraw";
+    let cfg = Config::from_url(url)?;
+    let kind = resolve_kind(cfg.amqp.addressing_mode, product);
+    let address =
+        Addresser::new(kind, &cfg.amqp, &cfg.control_exchange, None).notify(topic, "info");
+    let recv = counting_listener(server_t, topic, n).await?;
+    let host = &cfg.transport_url.hosts[0];
+    let tcp = tokio::net::TcpStream::connect((host.host.as_str(), host.port)).await?;
+    tcp.set_nodelay(true)?;
+    let mut conn = Connection::builder()
+        .container_id("bench-raw")
+        .scheme("amqp")
+        .open_with_stream(tcp)
+        .await?;
+    let mut session = Session::begin(&mut conn).await?;
+    let mut sender = Sender::attach(&mut session, "bench-raw-sender", address.as_str()).await?;
+    let note = Notification::new("bench", "bench.event", Priority::Info, json!({"k": 1}));
+    let body = OutgoingMessage::notification(
+        address.clone(),
+        &Default::default(),
+        &note,
+        NotifyVersion::V2,
+    );
+    let mut inflight = std::collections::VecDeque::new();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        if inflight.len() >= args.window.max(1) {
+            if let Some(f) = inflight.pop_front() {
+                let _outcome: fe2o3_amqp::types::messaging::Outcome =
+                    tokio::time::timeout(Duration::from_secs(30), f).await??;
+            }
+        }
+        let sendable = fe2o3_amqp::link::delivery::Sendable::builder()
+            .message(body.clone().into_amqp())
+            .settled(false)
+            .build();
+        inflight.push_back(sender.send_batchable(sendable).await?);
     }
+    for f in inflight {
+        tokio::time::timeout(Duration::from_secs(30), f).await??;
+    }
+    let sent = t0.elapsed();
+    let got = tokio::time::timeout(Duration::from_secs(60), recv).await??;
+    println!(
+        "raw fe2o3 acked link: {:.0} msg/s with a window of {} ({got}/{n} received)",
+        n as f64 / sent.as_secs_f64(),
+        args.window
+    );
+    let _ = sender.close().await;
+    let _ = session.end().await;
+    let _ = conn.close().await;
     Ok(())
 }

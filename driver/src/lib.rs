@@ -34,6 +34,7 @@ pub mod address;
 mod deliver;
 pub(crate) mod engine;
 pub mod error;
+pub mod limits;
 pub mod notify;
 pub mod options;
 pub mod rpc;
@@ -52,6 +53,7 @@ pub use error::{
     CallError, CallErrorKind, CastError, CastErrorKind, ConnectError, ConnectErrorKind, Error,
     ListenError, ListenErrorKind, NotifyError, NotifyErrorKind,
 };
+pub use limits::{MAX_BODY_BYTES, MAX_TIMEOUT, MAX_TIMEOUT_SECS};
 pub use notify::{IncomingNotification, NotificationListener, Notifier};
 pub use options::{AmqpOptions, Config};
 pub use rpc::{Dispatcher, Endpoint, Handler, RpcClient, RpcServer};

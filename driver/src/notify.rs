@@ -2,11 +2,9 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::address::Target;
 use crate::deliver::{deliver, Retry};
@@ -104,8 +102,9 @@ impl Notifier {
         let shared = &self.transport.shared;
         let cfg = &shared.config;
         let settled = cfg.amqp.is_pre_settled(PreSettled::Notify);
-        let delay = Duration::from_secs(cfg.amqp.link_retry_delay.max(1));
-        let deadline = Instant::now() + Duration::from_secs(cfg.amqp.default_notify_timeout);
+        let delay = crate::limits::secs(cfg.amqp.link_retry_delay.max(1));
+        let deadline =
+            crate::limits::deadline(crate::limits::secs(cfg.amqp.default_notify_timeout));
         let n = Notification::new(self.publisher_id.clone(), event_type, priority, payload);
         for topic in &self.topics {
             let base = OutgoingMessage::notification(String::new(), &ctx, &n, self.version);

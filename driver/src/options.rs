@@ -405,28 +405,13 @@ fn suggestion_text(s: &Option<String>) -> String {
     }
 }
 
-/// Levenshtein edit distance (small inputs only).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// The closest valid option name, if it is within a small edit distance.
 pub fn suggest_option(name: &str) -> Option<String> {
     let lname = name.to_ascii_lowercase();
     OSLO_OPTION_NAMES
         .iter()
         .chain(EXTENSION_OPTION_NAMES.iter())
-        .map(|n| (edit_distance(&lname, n), *n))
+        .map(|n| (strsim::levenshtein(&lname, n), *n))
         .filter(|(d, _)| *d <= 1.max(lname.len() / 3) && *d < lname.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n.to_string())
@@ -860,131 +845,10 @@ impl Config {
             line: Some(e.line),
             ..ConfigError::new(ConfigErrorKind::Syntax(e.message))
         })?;
-        let at = |entry: &ini::Entry| ConfigError {
-            origin: Some(origin.to_path_buf()),
-            line: Some(entry.line),
-            section: Some(entry.section.clone()),
-            option: Some(entry.key.clone()),
-            kind: Box::new(ConfigErrorKind::Syntax(String::new())),
-        };
+        let at = IniAt { origin };
         let mut cfg = Config::default();
-
-        // [amqp1] first, so that [oslo_messaging_amqp] wins.
-        for section in [AMQP1_SECTION, AMQP_SECTION] {
-            let entries: Vec<&ini::Entry> = doc.iter().filter(|e| e.section == section).collect();
-            for (key, group) in group_entries(&entries) {
-                let last = group[group.len() - 1];
-                if section == AMQP1_SECTION
-                    && AmqpOptions::is_option(key)
-                    && !AMQP1_GROUP_OPTIONS.contains(&key)
-                {
-                    return Err(ConfigError {
-                        kind: Box::new(ConfigErrorKind::Syntax(format!(
-                            "{key}: this option cannot be set in the deprecated group [amqp1]; move it to [oslo_messaging_amqp]"
-                        ))),
-                        ..at(last)
-                    });
-                }
-                if key == "pre_settled" {
-                    let values: Vec<&str> = group.iter().map(|e| e.value.as_str()).collect();
-                    cfg.amqp.pre_settled = parse_pre_settled(values);
-                    continue;
-                }
-                for e in &group {
-                    cfg.amqp.set(key, &e.value).map_err(|err| ConfigError {
-                        kind: Box::new(ConfigErrorKind::Option(err)),
-                        ..at(e)
-                    })?;
-                }
-            }
-        }
-
-        // Notification options may also use their deprecated names
-        // ([DEFAULT] notification_driver / notification_transport_url / notification_topics,
-        // [rpc_notifier2] topics); the [oslo_messaging_notifications] names win.
-        let mut notify_url_entry: Option<&ini::Entry> = None;
-        let mut notify_url_dep: Option<&ini::Entry> = None;
-        let mut drivers: Option<Vec<NotifyDriver>> = None;
-        let mut drivers_dep: Option<Vec<NotifyDriver>> = None;
-        let mut topics: Option<Vec<String>> = None;
-        let mut topics_dep: Option<Vec<String>> = None;
-        let list = |v: &str| -> Vec<String> {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        for e in &doc {
-            match (e.section.as_str(), e.key.as_str()) {
-                (DEFAULT_SECTION, "transport_url") => {
-                    cfg.transport_url = parse_url_at(
-                        &e.value,
-                        Some(origin),
-                        Some(e.line),
-                        Some(&e.section),
-                        &e.key,
-                    )?
-                }
-                (DEFAULT_SECTION, "control_exchange") => cfg.control_exchange = e.value.clone(),
-                (DEFAULT_SECTION, "rpc_response_timeout") => {
-                    cfg.rpc_response_timeout =
-                        e.value.trim().parse::<u64>().map_err(|_| ConfigError {
-                            kind: Box::new(ConfigErrorKind::Value {
-                                value: e.value.clone(),
-                                expected: "an integer >= 0".into(),
-                            }),
-                            ..at(e)
-                        })?
-                }
-                (NOTIFY_SECTION, "transport_url") => notify_url_entry = Some(e),
-                (DEFAULT_SECTION, "notification_transport_url") => notify_url_dep = Some(e),
-                (NOTIFY_SECTION, "driver") => drivers
-                    .get_or_insert_with(Vec::new)
-                    .extend(list(&e.value).iter().map(|d| NotifyDriver::parse(d))),
-                (DEFAULT_SECTION, "notification_driver") => drivers_dep
-                    .get_or_insert_with(Vec::new)
-                    .extend(list(&e.value).iter().map(|d| NotifyDriver::parse(d))),
-                (NOTIFY_SECTION, "topics") => topics = Some(list(&e.value)),
-                (DEFAULT_SECTION, "notification_topics") | ("rpc_notifier2", "topics") => {
-                    topics_dep = Some(list(&e.value))
-                }
-                (NOTIFY_SECTION, "retry") => {
-                    cfg.notifications.retry = e
-                        .value
-                        .trim()
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|v| *v >= -1)
-                        .ok_or_else(|| ConfigError {
-                            kind: Box::new(ConfigErrorKind::Value {
-                                value: e.value.clone(),
-                                expected: "an integer >= -1".into(),
-                            }),
-                            ..at(e)
-                        })?
-                }
-                _ => {}
-            }
-        }
-        if let Some(d) = drivers.or(drivers_dep) {
-            cfg.notifications.driver = d;
-        }
-        if let Some(t) = topics.or(topics_dep) {
-            cfg.notifications.topics = t;
-        }
-        let notify_url_entry = notify_url_entry.or(notify_url_dep);
-        if let Some(e) = notify_url_entry {
-            if !e.value.trim().is_empty() {
-                cfg.notifications.transport_url = Some(parse_url_at(
-                    &e.value,
-                    Some(origin),
-                    Some(e.line),
-                    Some(&e.section),
-                    &e.key,
-                )?);
-            }
-        }
+        cfg.apply_amqp_sections(&doc, &at)?;
+        let notify_url_entry = cfg.apply_default_and_notifications(&doc, &at)?;
         // URL query options override the INI options.
         cfg.apply_url_query().map_err(|mut err| {
             err.origin = Some(origin.to_path_buf());
@@ -1015,6 +879,89 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `[amqp1]` then `[oslo_messaging_amqp]` (so that the latter wins).
+    fn apply_amqp_sections(
+        &mut self,
+        doc: &[ini::Entry],
+        at: &IniAt<'_>,
+    ) -> Result<(), ConfigError> {
+        for section in [AMQP1_SECTION, AMQP_SECTION] {
+            let entries: Vec<&ini::Entry> = doc.iter().filter(|e| e.section == section).collect();
+            for (key, group) in group_entries(&entries) {
+                let last = group[group.len() - 1];
+                if section == AMQP1_SECTION
+                    && AmqpOptions::is_option(key)
+                    && !AMQP1_GROUP_OPTIONS.contains(&key)
+                {
+                    return Err(at.error(last, ConfigErrorKind::Syntax(format!(
+                        "{key}: this option cannot be set in the deprecated group [amqp1]; move it to [oslo_messaging_amqp]"
+                    ))));
+                }
+                if key == "pre_settled" {
+                    let values: Vec<&str> = group.iter().map(|e| e.value.as_str()).collect();
+                    self.amqp.pre_settled = parse_pre_settled(values);
+                    continue;
+                }
+                for e in &group {
+                    self.amqp
+                        .set(key, &e.value)
+                        .map_err(|err| at.error(e, ConfigErrorKind::Option(err)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[DEFAULT]` and `[oslo_messaging_notifications]` (with the deprecated
+    /// `[DEFAULT] notification_*` and `[rpc_notifier2] topics` names; the
+    /// `[oslo_messaging_notifications]` names win). Returns the entry the
+    /// notification URL came from.
+    fn apply_default_and_notifications<'d>(
+        &mut self,
+        doc: &'d [ini::Entry],
+        at: &IniAt<'_>,
+    ) -> Result<Option<&'d ini::Entry>, ConfigError> {
+        let mut n = NotifyEntries::default();
+        for e in doc {
+            match (e.section.as_str(), e.key.as_str()) {
+                (DEFAULT_SECTION, "transport_url") => {
+                    self.transport_url = at.url(e)?;
+                }
+                (DEFAULT_SECTION, "control_exchange") => self.control_exchange = e.value.clone(),
+                (DEFAULT_SECTION, "rpc_response_timeout") => {
+                    self.rpc_response_timeout = e
+                        .value
+                        .trim()
+                        .parse::<u64>()
+                        .map_err(|_| at.value(e, "an integer >= 0"))?
+                }
+                (NOTIFY_SECTION, "retry") => {
+                    self.notifications.retry = e
+                        .value
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|v| *v >= -1)
+                        .ok_or_else(|| at.value(e, "an integer >= -1"))?
+                }
+                _ => n.note(e),
+            }
+        }
+        if let Some(d) = n.drivers.or(n.drivers_dep) {
+            self.notifications.driver = d;
+        }
+        if let Some(t) = n.topics.or(n.topics_dep) {
+            self.notifications.topics = t;
+        }
+        let url_entry = n.url.or(n.url_dep);
+        if let Some(e) = url_entry {
+            if !e.value.trim().is_empty() {
+                self.notifications.transport_url = Some(at.url(e)?);
+            }
+        }
+        Ok(url_entry)
+    }
+
     fn apply_url_query(&mut self) -> Result<(), ConfigError> {
         self.amqp
             .apply_query(&self.transport_url)
@@ -1043,6 +990,89 @@ impl Config {
                 o.apply_query(u)?;
                 Ok(o)
             }
+        }
+    }
+}
+
+/// Builds errors that point at an INI entry of one file.
+struct IniAt<'a> {
+    origin: &'a Path,
+}
+
+impl IniAt<'_> {
+    fn error(&self, e: &ini::Entry, kind: ConfigErrorKind) -> ConfigError {
+        ConfigError {
+            origin: Some(self.origin.to_path_buf()),
+            line: Some(e.line),
+            section: Some(e.section.clone()),
+            option: Some(e.key.clone()),
+            kind: Box::new(kind),
+        }
+    }
+
+    fn value(&self, e: &ini::Entry, expected: &str) -> ConfigError {
+        self.error(
+            e,
+            ConfigErrorKind::Value {
+                value: e.value.clone(),
+                expected: expected.into(),
+            },
+        )
+    }
+
+    fn url(&self, e: &ini::Entry) -> Result<TransportUrl, ConfigError> {
+        parse_url_at(
+            &e.value,
+            Some(self.origin),
+            Some(e.line),
+            Some(&e.section),
+            &e.key,
+        )
+    }
+}
+
+/// The notification entries of an INI file, current and deprecated names.
+#[derive(Default)]
+struct NotifyEntries<'d> {
+    url: Option<&'d ini::Entry>,
+    url_dep: Option<&'d ini::Entry>,
+    drivers: Option<Vec<NotifyDriver>>,
+    drivers_dep: Option<Vec<NotifyDriver>>,
+    topics: Option<Vec<String>>,
+    topics_dep: Option<Vec<String>>,
+}
+
+impl<'d> NotifyEntries<'d> {
+    fn note(&mut self, e: &'d ini::Entry) {
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let drivers = |v: &str| {
+            list(v)
+                .iter()
+                .map(|d| NotifyDriver::parse(d))
+                .collect::<Vec<_>>()
+        };
+        match (e.section.as_str(), e.key.as_str()) {
+            (NOTIFY_SECTION, "transport_url") => self.url = Some(e),
+            (DEFAULT_SECTION, "notification_transport_url") => self.url_dep = Some(e),
+            (NOTIFY_SECTION, "driver") => self
+                .drivers
+                .get_or_insert_with(Vec::new)
+                .extend(drivers(&e.value)),
+            (DEFAULT_SECTION, "notification_driver") => self
+                .drivers_dep
+                .get_or_insert_with(Vec::new)
+                .extend(drivers(&e.value)),
+            (NOTIFY_SECTION, "topics") => self.topics = Some(list(&e.value)),
+            (DEFAULT_SECTION, "notification_topics") | ("rpc_notifier2", "topics") => {
+                self.topics_dep = Some(list(&e.value))
+            }
+            _ => {}
         }
     }
 }

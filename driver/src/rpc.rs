@@ -15,10 +15,13 @@ use tokio_util::sync::CancellationToken;
 use crate::address::Target;
 use crate::deliver::{deliver, Retry, SendErr};
 use crate::engine::links::Inbound;
-use crate::engine::{Calls, Command, Dest, ListenAddr, ReplyEvent, SendCmd, Shared, SubSpec};
+use crate::engine::{
+    CallRegistry, Command, Dest, ListenAddr, ReplyEvent, SendCmd, Shared, SubSpec,
+};
 use crate::error::{
     CallError, CallErrorKind, CastError, CastErrorKind, Condition, ListenError, ListenErrorKind,
 };
+use crate::limits;
 use crate::options::PreSettled;
 use crate::wire::{self, Map, MessageId, OutgoingMessage, RemoteError, ReplyBody, Request};
 use crate::Transport;
@@ -30,17 +33,24 @@ pub(crate) fn new_message_id() -> String {
 
 /// Removes call entries from the reply map when the call ends (any path).
 struct CallGuard {
-    calls: Calls,
+    calls: Arc<CallRegistry>,
     ids: Vec<String>,
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        let mut map = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         for id in &self.ids {
-            map.remove(id);
+            self.calls.forget(id);
         }
     }
+}
+
+/// One call in flight: where it waits and until when.
+struct PendingCall {
+    shared: Arc<Shared>,
+    deadline: Instant,
+    guard: CallGuard,
+    tx: mpsc::UnboundedSender<ReplyEvent>,
 }
 
 /// Client side of RPC: calls (request/reply) and casts (one way) to a [`Target`].
@@ -158,60 +168,100 @@ impl RpcClient {
             return Err(CallError::new(CallErrorKind::InvalidTarget).set_detail("empty topic"));
         }
         let shared = self.shared().clone();
-        let cfg = &shared.config;
-        let timeout = self
-            .timeout
-            .unwrap_or(Duration::from_secs(cfg.rpc_response_timeout));
-        let start = Instant::now();
-        let deadline = start + timeout;
-        let settled = cfg.amqp.is_pre_settled(PreSettled::RpcCall);
+        let timeout = limits::capped(
+            self.timeout
+                .unwrap_or_else(|| limits::secs(shared.config.rpc_response_timeout)),
+        );
+        let base = self.request_message(&ctx, method, args, timeout);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut call = PendingCall {
+            deadline: limits::deadline(timeout),
+            guard: CallGuard {
+                calls: shared.calls.clone(),
+                ids: Vec::new(),
+            },
+            shared,
+            tx,
+        };
+        self.send_request(&mut call, base).await?;
+        self.await_reply(rx, call.deadline).await
+    }
+
+    /// The request as oslo sends it (ttl = the call timeout, optional
+    /// `call_monitor_timeout`); `to`, `reply-to` and the id are set per attempt.
+    fn request_message(
+        &self,
+        ctx: &Map,
+        method: &str,
+        args: Map,
+        timeout: Duration,
+    ) -> OutgoingMessage {
         let request = Request {
             method: method.to_string(),
             args,
             version: self.target.version.clone(),
             namespace: self.target.namespace.clone(),
         };
-        let cm_secs = self.call_monitor_timeout.map(|d| d.as_secs().max(1));
-        let ttl_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
-        let base = OutgoingMessage::call(
+        let cm_secs = self
+            .call_monitor_timeout
+            .map(|d| limits::capped(d).as_secs().max(1));
+        let ttl_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        OutgoingMessage::call(
             String::new(),
             String::new(),
             MessageId::String(String::new()),
-            &ctx,
+            ctx,
             &request,
             ttl_ms,
             cm_secs,
-        );
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut guard = CallGuard {
-            calls: shared.calls.clone(),
-            ids: Vec::new(),
-        };
-        let target = self.target.clone();
-        let retry_delay = Duration::from_secs(cfg.amqp.link_retry_delay.max(1));
-        let res = deliver(&shared, deadline, Retry(self.retry), retry_delay, |done| {
-            let id = new_message_id();
-            guard.ids.push(id.clone());
-            let mut msg = base.clone();
-            msg.message_id = Some(MessageId::String(id.clone()));
-            SendCmd {
-                dest: Dest::Rpc(target.clone()),
-                msg,
-                settled,
-                call: Some((id, tx.clone())),
-                done,
-            }
+        )
+    }
+
+    /// Sends the request (resending as oslo does) until the broker accepts
+    /// it; every attempt gets a fresh message-id, registered for replies.
+    async fn send_request(
+        &self,
+        call: &mut PendingCall,
+        base: OutgoingMessage,
+    ) -> Result<(), CallError> {
+        let cfg = &call.shared.config;
+        let settled = cfg.amqp.is_pre_settled(PreSettled::RpcCall);
+        let retry_delay = limits::secs(cfg.amqp.link_retry_delay.max(1));
+        let target = &self.target;
+        let (guard, tx) = (&mut call.guard, &call.tx);
+        deliver(
+            &call.shared,
+            call.deadline,
+            Retry(self.retry),
+            retry_delay,
+            |done| {
+                let id = new_message_id();
+                guard.ids.push(id.clone());
+                let mut msg = base.clone();
+                msg.message_id = Some(MessageId::String(id.clone()));
+                SendCmd {
+                    dest: Dest::Rpc(target.clone()),
+                    msg,
+                    settled,
+                    call: Some((id, tx.clone())),
+                    done,
+                }
+            },
+        )
+        .await
+        .map_err(|e| {
+            map_send_err(e, CallErrorKind::TimedOut, CallErrorKind::DeliveryFailed).map_kind_call()
         })
-        .await;
-        if let Err(e) = res {
-            return Err(
-                map_send_err(e, CallErrorKind::TimedOut, CallErrorKind::DeliveryFailed)
-                    .map_kind_call(),
-            );
-        }
-        // Wait for the reply, restarting the monitor window on each heartbeat.
+    }
+
+    /// Waits for the reply, restarting the call-monitor window on each heartbeat.
+    async fn await_reply(
+        &self,
+        mut rx: mpsc::UnboundedReceiver<ReplyEvent>,
+        deadline: Instant,
+    ) -> Result<Value, CallError> {
         let cm = self.call_monitor_timeout;
-        let mut window_end = cm.map(|c| Instant::now() + c);
+        let mut window_end = cm.map(limits::deadline);
         loop {
             let until = match window_end {
                 Some(w) if w < deadline => w,
@@ -228,20 +278,22 @@ impl RpcClient {
                 }
                 Ok(None) => return Err(CallError::new(CallErrorKind::Closed)),
                 Ok(Some(ReplyEvent::Heartbeat)) => {
-                    window_end = cm.map(|c| Instant::now() + c);
+                    window_end = cm.map(limits::deadline);
                 }
                 Ok(Some(ReplyEvent::Disconnected(reason))) => {
                     return Err(CallError::new(CallErrorKind::Disconnected).set_detail(reason));
                 }
-                Ok(Some(ReplyEvent::Reply(m))) => {
-                    return match wire::decode_reply(&m) {
-                        Ok(ReplyBody::Response(v)) => Ok(v),
-                        Ok(ReplyBody::Failure(r)) => {
+                Ok(Some(ReplyEvent::Reply(body))) => {
+                    return match *body {
+                        ReplyBody::Response(v) => Ok(v),
+                        ReplyBody::Failure(r) => {
                             Err(CallError::new(CallErrorKind::Remote).set_remote(r))
                         }
-                        Err(e) => Err(CallError::with_source(CallErrorKind::Remote, e.to_string())
-                            .set_detail("malformed reply")),
                     };
+                }
+                Ok(Some(ReplyEvent::Malformed(why))) => {
+                    return Err(CallError::with_source(CallErrorKind::Remote, why)
+                        .set_detail("malformed reply"));
                 }
             }
         }
@@ -258,8 +310,8 @@ impl RpcClient {
         let cfg = &shared.config;
         let timeout = self
             .timeout
-            .unwrap_or(Duration::from_secs(cfg.amqp.default_send_timeout));
-        let deadline = Instant::now() + timeout;
+            .unwrap_or_else(|| limits::secs(cfg.amqp.default_send_timeout));
+        let deadline = limits::deadline(timeout);
         let settled = cfg.amqp.is_pre_settled(PreSettled::RpcCast);
         let request = Request {
             method: method.to_string(),
@@ -269,7 +321,7 @@ impl RpcClient {
         };
         let base = OutgoingMessage::cast(String::new(), &ctx, &request);
         let target = self.target.clone();
-        let retry_delay = Duration::from_secs(cfg.amqp.link_retry_delay.max(1));
+        let retry_delay = limits::secs(cfg.amqp.link_retry_delay.max(1));
         deliver(&shared, deadline, Retry(self.retry), retry_delay, |done| {
             SendCmd {
                 dest: Dest::Rpc(target.clone()),
@@ -610,7 +662,7 @@ pub(crate) async fn subscribe(
         .send(Command::Subscribe { spec, done })
         .await
         .map_err(|_| ListenError::new(ListenErrorKind::Closed))?;
-    let wait = Duration::from_secs(shared.config.amqp.connect_timeout.max(1) * 3);
+    let wait = limits::secs(shared.config.amqp.connect_timeout.max(1).saturating_mul(3));
     match tokio::time::timeout(wait, rx).await {
         Err(_) => Err(ListenError::new(ListenErrorKind::TimedOut)),
         Ok(Err(_)) => Err(ListenError::new(ListenErrorKind::Closed)),
@@ -649,6 +701,8 @@ async fn serve(
         let dispatcher = dispatcher.clone();
         tokio::spawn(async move {
             let hb_stop = CancellationToken::new();
+            // A peer's call_monitor_timeout is capped like every duration.
+            let cm = cm.map(|c| c.min(limits::MAX_TIMEOUT_SECS));
             if let (Some(cm), Some(to), Some(corr)) = (cm, reply_to.clone(), correlation.clone()) {
                 let interval = cm as f64 / 2.0;
                 if interval >= 1.0 {
@@ -676,9 +730,9 @@ async fn serve(
             };
             let base = OutgoingMessage::reply(to.clone(), corr, &body);
             let settled = cfg.amqp.is_pre_settled(PreSettled::RpcReply);
-            let deadline = Instant::now() + Duration::from_secs(cfg.amqp.default_reply_timeout);
+            let deadline = limits::deadline(limits::secs(cfg.amqp.default_reply_timeout));
             let retry = Retry::from_i64(cfg.amqp.default_reply_retry);
-            let delay = Duration::from_secs(cfg.amqp.link_retry_delay.max(1));
+            let delay = limits::secs(cfg.amqp.link_retry_delay.max(1));
             let r = deliver(&shared, deadline, retry, delay, |done| SendCmd {
                 dest: Dest::Address(to.clone()),
                 msg: base.clone(),

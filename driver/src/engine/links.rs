@@ -15,20 +15,20 @@ use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::link::{ReceiverAttachError, SenderAttachError};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::{ReceiverSettleMode, SenderSettleMode};
-use fe2o3_amqp::types::messaging::{Modified, Source, Target as AmqpTarget};
+use fe2o3_amqp::types::messaging::{Source, Target as AmqpTarget};
 use fe2o3_amqp::{Receiver, ReceiverDisposer, Sender};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::command::{Internal, SendDone, SendFail, SendOk, SubRefusal};
 use super::msg::{self, RecvBody};
-use super::{Calls, Internal, ReplyEvent, SendFail, SendOk};
 use crate::error::Condition;
 use crate::wire::IncomingMessage;
 
 /// A message handed to a sender link task.
 pub(crate) struct LinkJob {
     pub sendable: msg::SendMsg,
-    pub done: oneshot::Sender<Result<SendOk, SendFail>>,
+    pub done: SendDone,
 }
 
 /// Link attach name per spec §4.3 / §4.4.
@@ -63,91 +63,138 @@ pub(crate) fn receiver_attach_condition(e: &ReceiverAttachError) -> Option<Condi
     }
 }
 
-/// Serves one cached sender link (source == target == address).
+/// Everything a sender link task needs.
+pub(crate) struct SenderLink {
+    /// The session the link lives on (its own, like pyngus).
+    pub session: SessionHandle<()>,
+    /// Source and target address; `None` for an anonymous sender (null
+    /// target, every message carries its `to`).
+    pub address: Option<String>,
+    /// The cache key the connection task knows this link by.
+    pub key: String,
+    /// Generation of the cache entry (a stale link's reports are ignored).
+    pub gen: u64,
+    /// Messages to write, in order.
+    pub jobs: mpsc::Receiver<LinkJob>,
+    /// Reports back to the connection task.
+    pub internal: mpsc::UnboundedSender<Internal>,
+    /// Set once the transport is closing (lost sends are then `Closed`).
+    pub closing: Arc<AtomicBool>,
+    /// Idle time after which the link asks to be purged.
+    pub idle: Duration,
+    /// Bound of the attach handshake.
+    pub attach_timeout: Duration,
+}
+
+impl SenderLink {
+    fn gone(&self) {
+        let _ = self.internal.send(Internal::SenderGone {
+            address: self.key.clone(),
+            gen: self.gen,
+        });
+    }
+
+    fn label(&self) -> &str {
+        self.address.as_deref().unwrap_or("(anonymous)")
+    }
+
+    /// Answers every queued job (and every job queued until the connection
+    /// task drops the channel) with `fail`.
+    async fn fail_jobs(&mut self, fail: impl Fn() -> SendFail) {
+        while let Some(job) = self.jobs.recv().await {
+            let _ = job.done.send(Err(fail()));
+        }
+    }
+
+    async fn attach(&mut self) -> Result<Sender, SendFail> {
+        let address = self.label().to_string();
+        // An anonymous sender has a null target address (and no source address).
+        let (source, target) = match &self.address {
+            Some(a) => (
+                Source::builder().address(a.clone()).build(),
+                AmqpTarget::builder().address(a.clone()).build(),
+            ),
+            None => (Source::builder().build(), AmqpTarget::builder().build()),
+        };
+        let attach = Sender::builder()
+            .name(link_name("sender", &address))
+            .source(source)
+            .target(target)
+            .sender_settle_mode(SenderSettleMode::Mixed)
+            .receiver_settle_mode(ReceiverSettleMode::First)
+            .verify_incoming_target(false)
+            .verify_incoming_source(false)
+            .attach(&mut self.session);
+        match tokio::time::timeout(self.attach_timeout, attach).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                tracing::warn!(%address, error = %e, "sender link refused");
+                Err(SendFail::Refused {
+                    address,
+                    condition: sender_attach_condition(&e),
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                tracing::warn!(%address, "sender link attach timed out");
+                Err(SendFail::Refused {
+                    address,
+                    condition: None,
+                    reason: "attach timed out".into(),
+                })
+            }
+        }
+    }
+}
+
+/// Serves one cached sender link (source == target == address, or an
+/// anonymous sender).
 ///
 /// Jobs are written in the order they were queued. A job's answer is sent
 /// once fe2o3's send has returned: for a pre-settled delivery that means the
 /// transfer frame is queued on the link's session, ahead of the detach and
 /// session End this task sends when its job channel closes (the transport's
 /// shutdown waits for that before it closes the connection).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn sender_task(
-    mut session: SessionHandle<()>,
-    address: String,
-    gen: u64,
-    mut jobs: mpsc::Receiver<LinkJob>,
-    internal: mpsc::UnboundedSender<Internal>,
-    closing: Arc<AtomicBool>,
-    idle: Duration,
-    attach_timeout: Duration,
-) {
-    let attach = Sender::builder()
-        .name(link_name("sender", &address))
-        .source(address.clone())
-        .target(address.clone())
-        .sender_settle_mode(SenderSettleMode::Mixed)
-        .receiver_settle_mode(ReceiverSettleMode::First)
-        .verify_incoming_target(false)
-        .verify_incoming_source(false)
-        .attach(&mut session);
-    let mut sender = match tokio::time::timeout(attach_timeout, attach).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let cond = sender_attach_condition(&e);
-            tracing::warn!(%address, error = %e, "sender link refused");
-            let _ = internal.send(Internal::SenderGone {
-                address: address.clone(),
-                gen,
-            });
-            let fail = SendFail::Refused {
-                address,
-                condition: cond,
-                reason: e.to_string(),
-            };
-            while let Some(job) = jobs.recv().await {
-                let _ = job.done.send(Err(fail.clone()));
-            }
-            let _ = session.end().await;
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%address, "sender link attach timed out");
-            let _ = internal.send(Internal::SenderGone {
-                address: address.clone(),
-                gen,
-            });
-            let fail = SendFail::Refused {
-                address,
-                condition: None,
-                reason: "attach timed out".into(),
-            };
-            while let Some(job) = jobs.recv().await {
-                let _ = job.done.send(Err(fail.clone()));
-            }
+pub(crate) async fn sender_task(mut link: SenderLink) {
+    let mut sender = match link.attach().await {
+        Ok(s) => s,
+        Err(fail) => {
+            link.gone();
+            link.fail_jobs(|| fail.clone()).await;
+            let _ = link.session.end().await;
             return;
         }
     };
+    if serve_sender(&mut link, &mut sender).await {
+        let _ = sender.close().await;
+        let _ = link.session.end().await;
+    }
+}
+
+/// Writes jobs until the channel closes (true: detach cleanly) or the link
+/// dies (false: every remaining job is failed).
+async fn serve_sender(link: &mut SenderLink, sender: &mut Sender) -> bool {
     let mut idle_reported = false;
     loop {
         let job = if idle_reported {
-            jobs.recv().await
+            link.jobs.recv().await
         } else {
-            match tokio::time::timeout(idle, jobs.recv()).await {
+            match tokio::time::timeout(link.idle, link.jobs.recv()).await {
                 Ok(j) => j,
                 Err(_) => {
                     // Ask the connection task to forget us; it drops the job
                     // channel, we drain what is left and detach.
                     idle_reported = true;
-                    let _ = internal.send(Internal::SenderIdle {
-                        address: address.clone(),
-                        gen,
+                    let _ = link.internal.send(Internal::SenderIdle {
+                        address: link.key.clone(),
+                        gen: link.gen,
                     });
                     continue;
                 }
             }
         };
         let Some(LinkJob { sendable, done }) = job else {
-            break;
+            return true;
         };
         if done.is_closed() {
             continue; // the caller gave up (timed out) before it was written
@@ -159,8 +206,9 @@ pub(crate) async fn sender_task(
                 let _ = done.send(Ok(SendOk(fut)));
             }
             Err(e) => {
-                tracing::debug!(%address, error = %e, "send failed; link is gone");
-                let lost = |reason: String| {
+                tracing::debug!(address = %link.label(), error = %e, "send failed; link is gone");
+                let closing = link.closing.clone();
+                let lost = move |reason: String| {
                     if closing.load(Ordering::SeqCst) {
                         SendFail::Closed
                     } else {
@@ -168,19 +216,12 @@ pub(crate) async fn sender_task(
                     }
                 };
                 let _ = done.send(Err(lost(e.to_string())));
-                let _ = internal.send(Internal::SenderGone {
-                    address: address.clone(),
-                    gen,
-                });
-                while let Some(job) = jobs.recv().await {
-                    let _ = job.done.send(Err(lost("sender link lost".into())));
-                }
-                return;
+                link.gone();
+                link.fail_jobs(|| lost("sender link lost".into())).await;
+                return false;
             }
         }
     }
-    let _ = sender.close().await;
-    let _ = session.end().await;
 }
 
 /// A delivery handed to a server (RPC server or notification listener).
@@ -257,18 +298,38 @@ impl Drop for Settle {
 /// Where a server receiver link sends its deliveries.
 pub(crate) type Sink = mpsc::Sender<Inbound>;
 
+/// Everything a server receiver link task needs.
+pub(crate) struct ReceiverLink {
+    /// The session the link lives on (its own).
+    pub session: SessionHandle<()>,
+    /// Source and target address.
+    pub address: String,
+    /// Credit window.
+    pub credit: u32,
+    /// Where deliveries go.
+    pub sink: Sink,
+    /// Cancelled when the subscription stops or the connection goes.
+    pub stop: CancellationToken,
+    /// Answered once the attach succeeded or failed.
+    pub ready: oneshot::Sender<Result<(), SubRefusal>>,
+    /// Called when the link dies on its own (not stopped): re-attach later.
+    pub on_down: Box<dyn FnOnce() + Send + 'static>,
+    /// Bound of the attach handshake.
+    pub attach_timeout: Duration,
+}
+
 /// Serves one server receiver link (source == target == address).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn receiver_task(
-    mut session: SessionHandle<()>,
-    address: String,
-    credit: u32,
-    sink: Sink,
-    stop: CancellationToken,
-    ready: oneshot::Sender<Result<(), (Option<Condition>, String)>>,
-    on_down: impl FnOnce() + Send + 'static,
-    attach_timeout: Duration,
-) {
+pub(crate) async fn receiver_task(link: ReceiverLink) {
+    let ReceiverLink {
+        mut session,
+        address,
+        credit,
+        sink,
+        stop,
+        ready,
+        on_down,
+        attach_timeout,
+    } = link;
     let attach = Receiver::builder()
         .name(link_name("receiver", &address))
         .source(address.clone())
@@ -284,27 +345,39 @@ pub(crate) async fn receiver_task(
         r = tokio::time::timeout(attach_timeout, attach) => r,
         _ = stop.cancelled() => { let _ = session.end().await; return; }
     };
-    let mut receiver = match attach {
-        Ok(Ok(r)) => {
+    let refusal = match attach {
+        Ok(Ok(mut receiver)) => {
             let _ = ready.send(Ok(()));
-            r
+            let lost = serve_receiver(&mut receiver, &address, credit, &sink, &stop).await;
+            if !lost {
+                let _ = receiver.close().await;
+                let _ = session.end().await;
+            } else if !stop.is_cancelled() {
+                on_down();
+            }
+            return;
         }
         Ok(Err(e)) => {
             tracing::warn!(%address, error = %e, "receiver link refused");
-            let _ = ready.send(Err((receiver_attach_condition(&e), e.to_string())));
-            if !stop.is_cancelled() {
-                on_down();
-            }
-            return;
+            (receiver_attach_condition(&e), e.to_string())
         }
-        Err(_) => {
-            let _ = ready.send(Err((None, format!("attach of {address} timed out"))));
-            if !stop.is_cancelled() {
-                on_down();
-            }
-            return;
-        }
+        Err(_) => (None, format!("attach of {address} timed out")),
     };
+    let _ = ready.send(Err(refusal));
+    if !stop.is_cancelled() {
+        on_down();
+    }
+}
+
+/// Hands deliveries to `sink` until stopped or the server is gone (false:
+/// detach cleanly) or the link dies (true).
+async fn serve_receiver(
+    receiver: &mut Receiver,
+    address: &str,
+    credit: u32,
+    sink: &Sink,
+    stop: &CancellationToken,
+) -> bool {
     // Credit as in pyngus/oslo (spec §4.4): topped up back to `credit` when a
     // settlement finds it at or below (credit+1)/2. fe2o3's automatic mode
     // counts settlements instead, so the link is switched to manual after the
@@ -316,11 +389,7 @@ pub(crate) async fn receiver_task(
     let (ops_tx, mut ops) = mpsc::unbounded_channel::<LinkOp>();
     loop {
         tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = receiver.close().await;
-                let _ = session.end().await;
-                return;
-            }
+            _ = stop.cancelled() => return false,
             Some(op) = ops.recv() => {
                 if let LinkOp::Reject(info, reason) = op {
                     let err = fe2o3_amqp::types::definitions::Error::new(
@@ -330,26 +399,20 @@ pub(crate) async fn receiver_task(
                     );
                     let _ = receiver.reject(info, err).await;
                 }
-                top_up(&mut receiver, cap).await;
+                top_up(receiver, cap).await;
             }
             d = receiver.recv::<RecvBody>() => match d {
                 Ok(delivery) => {
                     let info = DeliveryInfo::from(&delivery);
                     let msg = msg::incoming(delivery.into_message());
-                    let inbound = Inbound { msg, settle: Settle { disposer: disposer.clone(), info: Some(info), ops: ops_tx.clone() } };
-                    if sink.send(inbound).await.is_err() {
-                        // The server is gone; stop quietly.
-                        let _ = receiver.close().await;
-                        let _ = session.end().await;
-                        return;
+                    let settle = Settle { disposer: disposer.clone(), info: Some(info), ops: ops_tx.clone() };
+                    if sink.send(Inbound { msg, settle }).await.is_err() {
+                        return false; // the server is gone; stop quietly
                     }
                 }
                 Err(e) => {
                     tracing::warn!(%address, error = %e, "receiver link lost");
-                    if !stop.is_cancelled() {
-                        on_down();
-                    }
-                    return;
+                    return true;
                 }
             }
         }
@@ -358,137 +421,10 @@ pub(crate) async fn receiver_task(
 
 /// Tops the link credit back up to `cap` when it is at or below (cap+1)/2
 /// (pyngus's low-water mark, checked at each settlement).
-async fn top_up(receiver: &mut Receiver, cap: u32) {
+pub(super) async fn top_up(receiver: &mut Receiver, cap: u32) {
     if receiver.credit() <= cap.div_ceil(2) {
         if let Err(e) = receiver.set_credit(cap).await {
             tracing::debug!(error = %e, "credit top-up failed; link is going away");
-        }
-    }
-}
-
-/// How the reply link is attached (reply_mode).
-#[derive(Clone, Debug)]
-pub(crate) enum ReplySpec {
-    /// Dynamic source (`dynamic`, and the two capability variants).
-    Dynamic {
-        capability: Option<&'static str>,
-        settled: bool,
-        expiry_link_detach: bool,
-    },
-    /// An ordinary receiver on a named address.
-    Named(String),
-}
-
-/// Attaches the reply link; returns the receiver and its address.
-pub(crate) async fn attach_reply(
-    session: &mut SessionHandle<()>,
-    spec: &ReplySpec,
-    credit: u32,
-) -> Result<(Receiver, String), ReceiverAttachError> {
-    let target = AmqpTarget::builder().address("rpc-response").build();
-    let (source, name_addr) = match spec {
-        ReplySpec::Dynamic {
-            capability,
-            expiry_link_detach,
-            ..
-        } => {
-            let mut b = Source::builder().dynamic(true);
-            if let Some(c) = capability {
-                b = b.capabilities(vec![fe2o3_amqp::types::primitives::Symbol::from(*c)]);
-            }
-            if *expiry_link_detach {
-                b = b.expiry_policy(fe2o3_amqp::types::messaging::TerminusExpiryPolicy::LinkDetach);
-            }
-            (b.build(), "rpc-response".to_string())
-        }
-        ReplySpec::Named(addr) => (
-            Source::builder().address(addr.clone()).build(),
-            addr.clone(),
-        ),
-    };
-    let settle_mode = match spec {
-        ReplySpec::Dynamic { settled: true, .. } => SenderSettleMode::Settled,
-        _ => SenderSettleMode::Mixed,
-    };
-    let receiver = Receiver::builder()
-        .name(link_name("receiver", &name_addr))
-        .source(source)
-        .target(target)
-        .sender_settle_mode(settle_mode)
-        .receiver_settle_mode(ReceiverSettleMode::First)
-        .credit_mode(CreditMode::Auto(credit.max(1)))
-        .auto_accept(false)
-        .verify_incoming_source(false)
-        .verify_incoming_target(false)
-        .attach(session)
-        .await?;
-    let address = match spec {
-        ReplySpec::Named(a) => a.clone(),
-        ReplySpec::Dynamic { .. } => receiver
-            .source()
-            .as_ref()
-            .and_then(|s| s.address.clone())
-            .unwrap_or_default(),
-    };
-    Ok((receiver, address))
-}
-
-/// Serves the reply link: routes replies and heartbeats to waiting calls.
-pub(crate) async fn reply_task(
-    mut session: SessionHandle<()>,
-    mut receiver: Receiver,
-    credit: u32,
-    calls: Calls,
-    stop: CancellationToken,
-    on_down: impl FnOnce(Option<Condition>) + Send + 'static,
-) {
-    // Same credit policy as the server links (see `receiver_task`).
-    let cap = credit.max(1);
-    receiver.set_credit_mode(CreditMode::Manual);
-    let disposer = receiver.disposer();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = receiver.close().await;
-                let _ = session.end().await;
-                return;
-            }
-            d = receiver.recv::<RecvBody>() => match d {
-                Ok(delivery) => {
-                    let info = DeliveryInfo::from(&delivery);
-                    let message = delivery.into_message();
-                    let incoming = msg::incoming(message);
-                    let key = msg::correlation_key(&incoming);
-                    let waiter = key.as_deref().and_then(|k| {
-                        let map = calls.lock().unwrap_or_else(|p| p.into_inner());
-                        map.get(k).cloned()
-                    });
-                    match waiter {
-                        Some(tx) => {
-                            let ev = if incoming.is_heartbeat() { ReplyEvent::Heartbeat } else { ReplyEvent::Reply(Box::new(incoming)) };
-                            let _ = tx.send(ev);
-                            let _ = disposer.accept(info).await;
-                        }
-                        None => {
-                            tracing::debug!(correlation = ?key, "unmatched reply dropped");
-                            let _ = receiver.modify(info, Modified { delivery_failed: Some(true), undeliverable_here: Some(true), message_annotations: None }).await;
-                        }
-                    }
-                    top_up(&mut receiver, cap).await;
-                }
-                Err(e) => {
-                    let cond = match &e {
-                        fe2o3_amqp::link::RecvError::LinkStateError(fe2o3_amqp::link::LinkStateError::RemoteClosedWithError(err))
-                        | fe2o3_amqp::link::RecvError::LinkStateError(fe2o3_amqp::link::LinkStateError::RemoteDetachedWithError(err)) => Some(Condition::from(err)),
-                        _ => None,
-                    };
-                    tracing::warn!(error = %e, "reply link lost");
-                    if !stop.is_cancelled() {
-                        on_down(cond);
-                    }
-                    return;
-                }
-            }
         }
     }
 }

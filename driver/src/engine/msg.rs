@@ -3,7 +3,7 @@
 use fe2o3_amqp::link::delivery::Sendable;
 use fe2o3_amqp::types::messaging::{Body, Message};
 
-use crate::wire::{EncodedValue, IncomingMessage, MessageId, OutgoingMessage};
+use crate::wire::{EncodedValue, IncomingMessage, OutgoingMessage};
 
 /// What sender link tasks hand to fe2o3.
 pub(crate) type SendMsg = Sendable<Body<EncodedValue>>;
@@ -34,17 +34,4 @@ pub(crate) fn set_to(msg: &mut OutgoingMessage, address: &str) {
 /// Sets `reply-to` on a call.
 pub(crate) fn set_reply_to(msg: &mut OutgoingMessage, reply_to: &str) {
     msg.reply_to = Some(reply_to.to_string());
-}
-
-/// The key under which a call waits: the string form of its message-id.
-pub(crate) fn id_key(id: &MessageId) -> String {
-    match id {
-        MessageId::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The waiting-call key of a reply or heartbeat (its correlation-id).
-pub(crate) fn correlation_key(msg: &IncomingMessage) -> Option<String> {
-    msg.correlation_id.as_ref().map(id_key)
 }

@@ -79,10 +79,14 @@ impl AsyncWrite for MaybeTls {
 }
 
 /// What the sniffer learnt from the peer's Open.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PeerOpen {
     /// `properties.product`, when the peer sent one.
     pub product: Option<String>,
+    /// `properties.version`, when the peer sent one.
+    pub version: Option<String>,
+    /// `offered-capabilities` (e.g. `ANONYMOUS-RELAY`, `LINK_PAIR_V1_0`).
+    pub offered_capabilities: Vec<String>,
 }
 
 /// Stops sniffing after this many bytes (a broken peer must not make us buffer forever).
@@ -117,7 +121,9 @@ impl<S> Sniffer<S> {
             }
             Parse::Open(open) => {
                 let _ = self.out.set(PeerOpen {
-                    product: product_of(&open),
+                    product: property(&open, "product"),
+                    version: property(&open, "version"),
+                    offered_capabilities: capabilities(&open),
                 });
                 self.done = true;
                 self.buf = Vec::new();
@@ -126,13 +132,20 @@ impl<S> Sniffer<S> {
     }
 }
 
-fn product_of(open: &Open) -> Option<String> {
+fn property(open: &Open, key: &str) -> Option<String> {
     let props = open.properties.as_ref()?;
-    match props.get(&Symbol::from("product"))? {
+    match props.get(&Symbol::from(key))? {
         Value::String(s) => Some(s.clone()),
         Value::Symbol(s) => Some(s.as_str().to_string()),
         _ => None,
     }
+}
+
+fn capabilities(open: &Open) -> Vec<String> {
+    open.offered_capabilities
+        .as_ref()
+        .map(|caps| caps.iter().map(|c| c.as_str().to_string()).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Debug)]
