@@ -375,6 +375,11 @@ impl Env {
         self.notify_client.as_ref().unwrap_or(&self.client)
     }
 
+    /// The driver events seen so far.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
     /// Transcript lines about service start-up (services that failed to start as expected).
     pub fn notes(&self) -> &[String] {
         &self.notes

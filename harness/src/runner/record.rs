@@ -59,12 +59,33 @@ impl Recorder {
 #[derive(Debug, Default)]
 pub struct EventLog {
     inner: Mutex<BTreeSet<(String, String)>>,
+    times: Mutex<Vec<(std::time::Instant, String, String)>>,
 }
 
 impl EventLog {
     /// `source` saw an event of this kind.
     pub fn add(&self, source: &str, kind: &str) {
         lock(&self.inner).insert((source.to_string(), kind.to_string()));
+        lock(&self.times).push((
+            std::time::Instant::now(),
+            source.to_string(),
+            kind.to_string(),
+        ));
+    }
+
+    /// When each source first saw `kind` after `since`, in time order.
+    pub fn first_after(
+        &self,
+        kind: &str,
+        since: std::time::Instant,
+    ) -> Vec<(String, std::time::Duration)> {
+        let mut out: Vec<(String, std::time::Duration)> = Vec::new();
+        for (at, src, k) in lock(&self.times).iter() {
+            if k == kind && *at >= since && !out.iter().any(|(s, _)| s == src) {
+                out.push((src.clone(), at.duration_since(since)));
+            }
+        }
+        out
     }
 
     /// Everything seen, sorted.

@@ -20,6 +20,7 @@ pub async fn fault(ctx: &mut StepCtx<'_>, n: usize, f: &Fault) -> StepOutcome {
     let Some(node) = h.nodes.get(f.node) else {
         return StepOutcome::fail(format!("no broker node {node_name}"));
     };
+    let began = std::time::Instant::now();
     let r = match f.op {
         FaultOp::Kill => node.kill().await,
         FaultOp::Restart => node.restart().await,
@@ -35,7 +36,22 @@ pub async fn fault(ctx: &mut StepCtx<'_>, n: usize, f: &Fault) -> StepOutcome {
     match r {
         Ok(()) => {
             ctx.transcript.step(format!("{n} {op} {node_name} -> ok"));
-            StepOutcome::pass()
+            // How soon each client noticed (a pause shows heartbeat-loss detection).
+            let noticed = ctx.env.events().first_after("disconnected", began);
+            let message = (!noticed.is_empty()).then(|| {
+                let parts: Vec<String> = noticed
+                    .iter()
+                    .map(|(src, after)| format!("{src} {:.1} s", after.as_secs_f64()))
+                    .collect();
+                format!(
+                    "disconnect noticed after the fault began: {}",
+                    parts.join(", ")
+                )
+            });
+            StepOutcome {
+                status: crate::report::StepStatus::Passed,
+                message,
+            }
         }
         Err(BackendError::Unsupported { backend, what }) => {
             ctx.transcript
