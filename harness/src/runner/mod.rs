@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod env;
+pub mod netfault;
 pub mod record;
 pub mod services;
 pub mod setup;

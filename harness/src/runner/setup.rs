@@ -39,6 +39,8 @@ impl SetupError {
 /// The running brokers of one scenario.
 pub struct Brokers {
     main: Option<BrokerHandle>,
+    /// Latency proxies in front of the main broker's nodes, by node index (when the scenario delays traffic).
+    proxies: Vec<super::netfault::LatencyProxy>,
     notifications: Option<BrokerHandle>,
     /// Keeps the CA file clients read for as long as the run lasts.
     _ca_file: Option<tempfile::NamedTempFile>,
@@ -94,6 +96,7 @@ impl Brokers {
                 conn.url = url.clone();
                 let brokers = Brokers {
                     main: None,
+                    proxies: Vec::new(),
                     notifications: None,
                     _ca_file: None,
                 };
@@ -105,9 +108,16 @@ impl Brokers {
         conn.url = main.transport_url(spec.client_user());
         let mut brokers = Brokers {
             main: Some(main),
+            proxies: Vec::new(),
             notifications: None,
             _ca_file: None,
         };
+        if plan.scenario.needs_latency_proxy() {
+            if let Err(e) = brokers.put_proxies(&mut conn).await {
+                brokers.stop().await;
+                return Err(e);
+            }
+        }
         if spec.tls {
             if let Err(e) = brokers.trust_ca(&mut conn) {
                 brokers.stop().await;
@@ -160,6 +170,33 @@ impl Brokers {
         Ok(())
     }
 
+    /// Puts a latency proxy in front of every main node; clients connect through them.
+    async fn put_proxies(&mut self, conn: &mut Connection) -> Result<(), SetupError> {
+        let ports: Vec<u16> = self
+            .main
+            .iter()
+            .flat_map(|h| h.nodes.iter().map(|n| n.port()))
+            .collect();
+        for (i, port) in ports.into_iter().enumerate() {
+            let p = super::netfault::LatencyProxy::start(port)
+                .await
+                .map_err(|e| SetupError {
+                    code: exit_code::INTERNAL,
+                    message: format!("cannot start the latency proxy: {e}"),
+                })?;
+            if let Some(h) = conn.url.hosts.get_mut(i) {
+                h.port = p.port;
+            }
+            self.proxies.push(p);
+        }
+        Ok(())
+    }
+
+    /// The latency proxy in front of node `i`, if the run has them.
+    pub fn proxy(&self, i: usize) -> Option<&super::netfault::LatencyProxy> {
+        self.proxies.get(i)
+    }
+
     /// The main broker, when the harness started it.
     pub fn main(&self) -> Option<&BrokerHandle> {
         self.main.as_ref()
@@ -180,8 +217,9 @@ impl Brokers {
         out
     }
 
-    /// Stops every broker.
+    /// Stops every broker (and removes this run's network fault rules, if any are left).
     pub async fn stop(self) {
+        super::netfault::remove_table();
         for h in [self.main, self.notifications].into_iter().flatten() {
             h.stop().await;
         }

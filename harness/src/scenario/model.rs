@@ -287,6 +287,8 @@ pub enum Step {
     Traffic(TrafficStep),
     /// Stop background traffic and check what became of it.
     TrafficStop(TrafficStopStep),
+    /// Break the network between the clients and a broker node for a while.
+    Network(NetworkStep),
 }
 
 impl Step {
@@ -307,6 +309,7 @@ impl Step {
             Step::Pause(_) => "pause",
             Step::Traffic(_) => "traffic",
             Step::TrafficStop(_) => "traffic_stop",
+            Step::Network(_) => "network",
         }
     }
 }
@@ -593,4 +596,25 @@ pub struct TrafficExpect {
     /// At least this many calls succeeded (after the faults, the driver recovered).
     #[serde(default)]
     pub calls_ok_at_least: Option<usize>,
+}
+
+/// `network:` step: one network fault on a node's port, for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkStep {
+    /// Node name or index; default `node0`.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Drop every packet to and from the node (a partition).
+    #[serde(default)]
+    pub partition: bool,
+    /// Drop this share of packets (`20%`).
+    #[serde(default)]
+    pub loss: Option<String>,
+    /// Delay every chunk each way by this much (duration).
+    #[serde(default)]
+    pub latency: Option<String>,
+    /// How long (duration).
+    #[serde(rename = "for")]
+    pub duration: String,
 }

@@ -359,6 +359,8 @@ pub enum StepKind {
     Traffic(Traffic),
     /// Stop background traffic and check it.
     TrafficStop(TrafficStop),
+    /// A network fault.
+    Network(NetFault),
 }
 
 impl StepKind {
@@ -376,6 +378,7 @@ impl StepKind {
             StepKind::Fault(f) => f.op.as_str(),
             StepKind::Traffic(_) => "traffic",
             StepKind::TrafficStop(_) => "traffic_stop",
+            StepKind::Network(_) => "network",
         }
     }
 }
@@ -641,6 +644,43 @@ pub struct TrafficStop {
     pub lost: Option<usize>,
     /// Calls that must have succeeded, at least.
     pub calls_ok_at_least: Option<usize>,
+}
+
+/// A network fault on one node's port (`network:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetFault {
+    /// Which node (index).
+    pub node: usize,
+    /// What.
+    pub kind: NetFaultKind,
+    /// For how long.
+    pub duration: Duration,
+}
+
+/// Network faults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NetFaultKind {
+    /// Every packet to and from the node is dropped.
+    Partition,
+    /// This share of packets (percent, 1 to 100) is dropped.
+    Loss(u8),
+    /// Each chunk is delayed this much each way (through a proxy the run puts in front of the node).
+    Latency(Duration),
+}
+
+impl Scenario {
+    /// Whether any step delays traffic (the run then reaches the broker through a proxy).
+    pub fn needs_latency_proxy(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s.kind,
+                StepKind::Network(NetFault {
+                    kind: NetFaultKind::Latency(_),
+                    ..
+                })
+            )
+        })
+    }
 }
 
 /// Short display of a target: `[exchange/]topic[.server][ v1.0][ ns=x]`.

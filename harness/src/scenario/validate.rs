@@ -769,6 +769,7 @@ fn step_kind(
         model::Step::Restart(n) => fault(v, p, FaultOp::Restart, &n.node, nodes)?,
         model::Step::DropConnections(n) => fault(v, p, FaultOp::DropConnections, &n.node, nodes)?,
         model::Step::Traffic(t) => StepKind::Traffic(traffic(v, p, t)?),
+        model::Step::Network(x) => StepKind::Network(network(v, p, x, nodes)?),
         model::Step::TrafficStop(t) => StepKind::TrafficStop(TrafficStop {
             name: t.name.clone(),
             drain: v
@@ -1024,5 +1025,54 @@ fn traffic(v: &mut V<'_>, p: &str, t: &model::TrafficStep) -> Option<Traffic> {
         calls,
         casts,
         notifications,
+    })
+}
+
+fn network(v: &mut V<'_>, p: &str, x: &model::NetworkStep, nodes: usize) -> Option<NetFault> {
+    let duration = v.duration_str(&format!("{p}.for"), &x.duration);
+    let node = match fault(v, p, FaultOp::Kill, &x.node, nodes)? {
+        StepKind::Fault(f) => f.node,
+        _ => 0,
+    };
+    let chosen =
+        usize::from(x.partition) + usize::from(x.loss.is_some()) + usize::from(x.latency.is_some());
+    if chosen != 1 {
+        v.at_key(
+            p,
+            "a network step does exactly one of `partition: true`, `loss:` or `latency:`".into(),
+            "choose one",
+            None,
+        );
+        return None;
+    }
+    let kind = if x.partition {
+        NetFaultKind::Partition
+    } else if let Some(l) = &x.loss {
+        let pct = l
+            .trim()
+            .trim_end_matches('%')
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|n| (1..=100).contains(n));
+        match pct {
+            Some(n) => NetFaultKind::Loss(n),
+            None => {
+                v.at(
+                    &format!("{p}.loss"),
+                    format!("invalid packet loss '{l}'"),
+                    "expected a percentage from 1% to 100%",
+                    None,
+                );
+                return None;
+            }
+        }
+    } else {
+        NetFaultKind::Latency(v.duration(&format!("{p}.latency"), &x.latency)?)
+    };
+    Some(NetFault {
+        node,
+        kind,
+        duration: duration?,
     })
 }

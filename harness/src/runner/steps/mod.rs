@@ -6,6 +6,7 @@
 
 mod expect;
 mod fault;
+mod network;
 mod notify;
 mod rpc;
 mod traffic;
@@ -56,6 +57,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, step: &Step) -> StepOutcome {
         StepKind::Fault(f) => fault::fault(ctx, n, f).await,
         StepKind::Traffic(t) => traffic::start(ctx, n, t),
         StepKind::TrafficStop(t) => traffic::stop(ctx, n, t).await,
+        StepKind::Network(f) => network::network(ctx, n, f).await,
     }
 }
 
@@ -82,6 +84,7 @@ pub fn waits(
         }
         StepKind::Wait(w) => long(w.timeout),
         StepKind::TrafficStop(t) => long(t.drain),
+        StepKind::Network(f) => long(f.duration),
         StepKind::Sleep(d) => long(*d),
         StepKind::Fault(crate::scenario::Fault {
             op: crate::scenario::FaultOp::Pause(d),
