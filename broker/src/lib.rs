@@ -25,6 +25,21 @@
 //!   anonymous relay end the *session* with the error RabbitMQ 3.10 sends; the connection
 //!   survives.
 //!
+//! # Management
+//!
+//! Each flavour answers its real broker's management protocol (a subset), so that one
+//! client works here and against the real broker:
+//!
+//! * `qpidd`: QMF v2 on `qmf.default.direct` (subject `broker`, application properties
+//!   `x-amqp-0-10.app-id=qmf2`, `qmf.opcode`, a `reply-to`): `_query_request` for `queue`,
+//!   `exchange`, `connection` and `broker` objects (queues carry `msgDepth`,
+//!   `msgTotalEnqueues`, `msgTotalDequeues`), `_method_request` `close` on a connection.
+//! * `router`: AMQP management on `$management`: `QUERY` of
+//!   `org.apache.qpid.dispatch.router.address` and `...connection`, `UPDATE` of a
+//!   connection's `adminStatus` to `deleted` (closes it with `amqp:connection:forced`).
+//!
+//! Management nodes do not appear in [`Counters`].
+//!
 //! Every accepted socket has TCP_NODELAY. No idle timeout is advertised. The producer's
 //! pre-settled flag (not exposed by fe2o3's `Delivery`) is read from the transfer frames.
 //!

@@ -22,7 +22,7 @@ use super::link::LinkStart;
 use super::Core;
 use crate::counters::{dec, inc};
 use crate::faults::ForcedOutcome;
-use crate::node::{Node, NodeKind, Routed, Stored};
+use crate::node::{Node, Routed, Stored};
 use crate::util::amqp_error;
 
 type PendingReply =
@@ -85,7 +85,7 @@ pub(super) async fn run(
     }
     if let Some(n) = &node {
         dec(&n.stats.producers);
-        if n.link_detached() && n.kind != NodeKind::Queue && n.kind != NodeKind::Topic {
+        if n.link_detached() && n.removable_when_unused() {
             core.remove_node(n);
         }
     }
@@ -208,6 +208,10 @@ impl Producer<'_> {
                 return Ok(Action::Done);
             }
         };
+        if let Some(m) = target.management {
+            self.core.manage(m, &msg, self.ctx);
+            return Ok(Action::Accept(info));
+        }
         if !presettled {
             if let Some(forced) = self.core.faults.forced_outcome() {
                 self.force(info, &target, forced).await?;
