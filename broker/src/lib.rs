@@ -55,6 +55,7 @@ mod config;
 mod core;
 mod counters;
 mod faults;
+mod inject;
 mod node;
 mod sniff;
 mod stream;
@@ -64,6 +65,7 @@ mod util;
 pub use config::{BrokerConfig, Flavour, TlsConfig, UnknownFlavour};
 pub use counters::{ConnectionCounters, Counters, NodeCounters};
 pub use faults::Faults;
+pub use inject::{InjectBody, InjectError, InjectedMessage};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,6 +154,7 @@ impl Broker {
     pub fn faults(&self) -> Faults {
         Faults {
             state: self.core.faults.clone(),
+            core: Arc::downgrade(&self.core),
         }
     }
 

@@ -152,8 +152,35 @@ impl Consumer<'_> {
                 self.node.stats.expire();
                 continue;
             }
+            if let Some(delay) = self.core.faults.delivery_delay(&self.node.name) {
+                if !self.dawdle(delay).await {
+                    give_back(&self.node, Some(item), None);
+                    return;
+                }
+            }
             if !self.deliver(item).await {
                 return;
+            }
+        }
+    }
+
+    /// The `slow_consumers` fault: waits `delay` before a delivery (looking again when the
+    /// rules change); false when the link is to stop instead.
+    async fn dawdle(&mut self, delay: Duration) -> bool {
+        let start = tokio::time::Instant::now();
+        let mut rules = self.core.faults.rules_changed.subscribe();
+        let mut delay = delay;
+        loop {
+            tokio::select! {
+                err = self.close_rx.recv() => { self.close_error = err; return false }
+                _ = self.core.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep_until(start + delay) => return true,
+                Ok(()) = rules.changed() => {
+                    match self.core.faults.delivery_delay(&self.node.name) {
+                        Some(d) => delay = d,
+                        None => return true,
+                    }
+                }
             }
         }
     }

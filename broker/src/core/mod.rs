@@ -32,10 +32,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BrokerConfig, Flavour};
+use crate::counters::inc;
 use crate::counters::{ConnStats, Counters};
 use crate::faults::FaultState;
-use crate::node::{Management, Node, NodeKind};
-use crate::util::{lock, random_suffix};
+use crate::inject::{InjectError, InjectedMessage};
+use crate::node::{Management, Node, NodeKind, Routed, Stored};
+use crate::util::{condition_text, lock, random_suffix};
 use crate::BrokerError;
 
 pub(crate) use conn::accept_loop;
@@ -286,6 +288,39 @@ impl Core {
         }
         c.connections = lock(&self.conns).iter().map(|s| s.snapshot()).collect();
         c
+    }
+
+    /// Routes a message of the broker's making to `address` (the `inject` fault).
+    pub(crate) fn inject(
+        &self,
+        address: &str,
+        message: InjectedMessage,
+    ) -> Result<(), InjectError> {
+        let node = self
+            .relay_target(Some(address))
+            .map_err(|e| InjectError::Refused {
+                condition: condition_text(&e.condition),
+                description: e.description.unwrap_or_default(),
+            })?;
+        if node.management.is_some() {
+            return Err(InjectError::Refused {
+                condition: "amqp:not-allowed".into(),
+                description: format!("{address} is a management node"),
+            });
+        }
+        let presettled = message.presettled;
+        let item = Stored::new(message.into_message(address), 0, presettled);
+        match node.route(item).0 {
+            Routed::NoRoute => {
+                if presettled {
+                    inc(&node.stats.dropped);
+                } else {
+                    inc(&node.stats.released);
+                }
+                Err(InjectError::NoRoute)
+            }
+            Routed::Accepted | Routed::Pending(_) => Ok(()),
+        }
     }
 
     /// Records a new connection, dropping the oldest closed record when there are too many.
