@@ -40,6 +40,10 @@ pub struct NodeCounters {
     pub delivered: u64,
     /// Deliveries settled `accepted` by a consumer (pre-settled deliveries count too).
     pub acked: u64,
+    /// Messages that left the node for good: accepted or rejected by a consumer, sent
+    /// pre-settled, expired, or dropped after being enqueued (qpidd's `msgTotalDequeues`;
+    /// for topics and multicast addresses every copy counts).
+    pub dequeued: u64,
     /// Deliveries released or modified (by a consumer, a fault, or no route).
     pub released: u64,
     /// Deliveries rejected (by a consumer or a fault).
@@ -82,6 +86,7 @@ pub(crate) struct NodeStats {
     pub enqueued: AtomicU64,
     pub delivered: AtomicU64,
     pub acked: AtomicU64,
+    pub dequeued: AtomicU64,
     pub released: AtomicU64,
     pub rejected: AtomicU64,
     pub expired: AtomicU64,
@@ -104,12 +109,31 @@ fn get(c: &AtomicU64) -> u64 {
 }
 
 impl NodeStats {
+    /// A stored message expired (it leaves the node).
+    pub(crate) fn expire(&self) {
+        inc(&self.expired);
+        inc(&self.dequeued);
+    }
+
+    /// An enqueued message was discarded (it leaves the node).
+    pub(crate) fn drop_enqueued(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.dequeued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A consumer took the message for good (accepted, rejected or sent pre-settled).
+    pub(crate) fn consumed(&self, counter: &AtomicU64) {
+        inc(counter);
+        inc(&self.dequeued);
+    }
+
     pub(crate) fn snapshot(&self, kind: &str, depth: u64) -> NodeCounters {
         NodeCounters {
             kind: kind.to_string(),
             enqueued: get(&self.enqueued),
             delivered: get(&self.delivered),
             acked: get(&self.acked),
+            dequeued: get(&self.dequeued),
             released: get(&self.released),
             rejected: get(&self.rejected),
             expired: get(&self.expired),

@@ -25,6 +25,21 @@
 //!   anonymous relay end the *session* with the error RabbitMQ 3.10 sends; the connection
 //!   survives.
 //!
+//! # Management
+//!
+//! Each flavour answers its real broker's management protocol (a subset), so that one
+//! client works here and against the real broker:
+//!
+//! * `qpidd`: QMF v2 on `qmf.default.direct` (subject `broker`, application properties
+//!   `x-amqp-0-10.app-id=qmf2`, `qmf.opcode`, a `reply-to`): `_query_request` for `queue`,
+//!   `exchange`, `connection` and `broker` objects (queues carry `msgDepth`,
+//!   `msgTotalEnqueues`, `msgTotalDequeues`), `_method_request` `close` on a connection.
+//! * `router`: AMQP management on `$management`: `QUERY` of
+//!   `org.apache.qpid.dispatch.router.address` and `...connection`, `UPDATE` of a
+//!   connection's `adminStatus` to `deleted` (closes it with `amqp:connection:forced`).
+//!
+//! Management nodes do not appear in [`Counters`].
+//!
 //! Every accepted socket has TCP_NODELAY. No idle timeout is advertised. The producer's
 //! pre-settled flag (not exposed by fe2o3's `Delivery`) is read from the transfer frames.
 //!
@@ -40,6 +55,7 @@ mod config;
 mod core;
 mod counters;
 mod faults;
+mod inject;
 mod node;
 mod sniff;
 mod stream;
@@ -49,6 +65,7 @@ mod util;
 pub use config::{BrokerConfig, Flavour, TlsConfig, UnknownFlavour};
 pub use counters::{ConnectionCounters, Counters, NodeCounters};
 pub use faults::Faults;
+pub use inject::{InjectBody, InjectError, InjectedMessage};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,6 +154,7 @@ impl Broker {
     pub fn faults(&self) -> Faults {
         Faults {
             state: self.core.faults.clone(),
+            core: Arc::downgrade(&self.core),
         }
     }
 

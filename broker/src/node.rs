@@ -173,12 +173,23 @@ struct NodeState {
     links: usize,
 }
 
+/// A management node: requests sent to it are answered, not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Management {
+    /// qpidd's QMF v2 agent (`qmf.default.direct`).
+    Qmf,
+    /// qdrouterd's AMQP management agent (`$management`).
+    AmqpManagement,
+}
+
 /// A named node.
 #[derive(Debug)]
 pub(crate) struct Node {
     pub name: String,
     pub kind: NodeKind,
     pub temporary: bool,
+    /// Set for management nodes (hidden from the counters, never removed).
+    pub management: Option<Management>,
     /// Copies to subscribers are sent pre-settled (qpidd topics).
     pub presettled_copies: bool,
     /// Router: drop queued pre-settled deliveries past this backlog.
@@ -212,11 +223,31 @@ impl Node {
             name,
             kind,
             temporary,
+            management: None,
             presettled_copies,
             drop_threshold,
             stats: NodeStats::default(),
             state: Mutex::new(NodeState::default()),
         })
+    }
+
+    /// A management node answering requests sent to `name`.
+    pub(crate) fn management(name: &str, management: Management) -> Arc<Node> {
+        Arc::new(Node {
+            name: name.to_string(),
+            kind: NodeKind::Topic,
+            temporary: false,
+            management: Some(management),
+            presettled_copies: false,
+            drop_threshold: None,
+            stats: NodeStats::default(),
+            state: Mutex::new(NodeState::default()),
+        })
+    }
+
+    /// Router addresses go away with their last link (temporary nodes always do).
+    pub(crate) fn removable_when_unused(&self) -> bool {
+        self.management.is_none() && matches!(self.kind, NodeKind::Anycast | NodeKind::Multicast)
     }
 
     pub(crate) fn kind_name(&self) -> &'static str {
@@ -235,9 +266,8 @@ impl Node {
         let mut st = lock(&self.state);
         let before = st.queue.len();
         st.queue.retain(|s| !s.is_expired(now));
-        let n = before - st.queue.len();
-        for _ in 0..n {
-            inc(&self.stats.expired);
+        for _ in 0..before - st.queue.len() {
+            self.stats.expire();
         }
     }
 
@@ -300,7 +330,7 @@ impl Node {
         let mut st = lock(&self.state);
         while let Some(s) = st.queue.pop_front() {
             if s.is_expired(now) {
-                inc(&self.stats.expired);
+                self.stats.expire();
                 continue;
             }
             return Some(s);
@@ -334,7 +364,7 @@ impl Node {
                 None => me.next().await,
             };
             if item.is_expired(now) {
-                inc(&self.stats.expired);
+                self.stats.expire();
                 continue;
             }
             return item;
@@ -350,7 +380,7 @@ impl Node {
                     return;
                 }
                 // Closed in between: the message was dropped with it; count it.
-                inc(&self.stats.dropped);
+                self.stats.drop_enqueued(1);
                 return;
             }
         }
@@ -384,7 +414,7 @@ impl Node {
                     }
                     // A topic with no subscriber accepts and discards.
                     inc(&self.stats.enqueued);
-                    inc(&self.stats.dropped);
+                    self.stats.drop_enqueued(1);
                     return (Routed::Accepted, None);
                 }
                 inc(&self.stats.enqueued);
@@ -444,9 +474,7 @@ impl Node {
         match b.push(item, self.drop_threshold) {
             Some(0) => {}
             Some(n) => {
-                for _ in 0..n {
-                    inc(&self.stats.dropped);
-                }
+                self.stats.drop_enqueued(n);
                 tracing::debug!(node = %self.name, n, "router backlog overflow: dropped pre-settled deliveries");
             }
             None => {

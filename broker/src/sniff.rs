@@ -1,10 +1,13 @@
-//! Replays already-read header bytes, and notes which incoming transfers were sent
-//! pre-settled.
+//! Replays already-read header bytes, notes which incoming transfers were sent
+//! pre-settled, and who the peer is.
 //!
 //! fe2o3's `Delivery` does not expose the transfer's `settled` flag, but a router must
 //! know it (pre-settled deliveries are forwarded pre-settled and may be dropped). So the
 //! plain AMQP byte stream (above TLS) is scanned frame by frame; for each first transfer
 //! frame of a delivery with `settled=true`, `(channel, handle, delivery-id)` is recorded.
+//! fe2o3's acceptor does not expose the peer's Open or SASL init either; the management
+//! views need the peer's container-id, SASL mechanism and user name, so those are read
+//! from the same scan (the PLAIN password is skipped, never kept).
 
 use std::collections::HashSet;
 use std::io;
@@ -34,6 +37,27 @@ impl SettledSet {
     }
 }
 
+/// Who the peer said it is (from its SASL init and Open frames).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PeerIdent {
+    pub container_id: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    /// The PLAIN authentication identity (`authcid`).
+    pub user: Option<String>,
+}
+
+/// Shared, filled in by the scanner.
+#[derive(Debug, Default)]
+pub(crate) struct PeerInfo {
+    ident: Mutex<PeerIdent>,
+}
+
+impl PeerInfo {
+    pub(crate) fn get(&self) -> PeerIdent {
+        lock(&self.ident).clone()
+    }
+}
+
 const CAPTURE: usize = 160;
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +79,7 @@ struct Scanner {
     head: Vec<u8>,
     captured: Vec<u8>,
     settled: Arc<SettledSet>,
+    peer: Arc<PeerInfo>,
 }
 
 impl Scanner {
@@ -88,7 +113,8 @@ impl Scanner {
                                 remaining,
                                 skip: doff.saturating_sub(8),
                                 channel,
-                                capture: ftype == 0,
+                                // AMQP (0) and SASL (1) frames
+                                capture: ftype <= 1,
                             };
                         }
                     }
@@ -138,8 +164,25 @@ impl Scanner {
     }
 
     fn parse(&mut self, channel: u16) {
-        if let Some((handle, id)) = presettled_transfer(&self.captured) {
-            lock(&self.settled.set).insert((channel, handle, id));
+        match descriptor(&self.captured) {
+            Some(TRANSFER) => {
+                if let Some((handle, id)) = presettled_transfer(&self.captured) {
+                    lock(&self.settled.set).insert((channel, handle, id));
+                }
+            }
+            Some(OPEN) => {
+                if let Some(id) = open_container_id(&self.captured) {
+                    lock(&self.peer.ident).container_id = Some(id);
+                }
+            }
+            Some(SASL_INIT) => {
+                if let Some((mechanism, user)) = sasl_init(&self.captured) {
+                    let mut ident = lock(&self.peer.ident);
+                    ident.sasl_mechanism = Some(mechanism);
+                    ident.user = user;
+                }
+            }
+            _ => {}
         }
         self.captured.clear();
     }
@@ -200,40 +243,107 @@ impl Cursor<'_> {
     }
 }
 
+const OPEN: u8 = 0x10;
+const TRANSFER: u8 = 0x14;
+const SASL_INIT: u8 = 0x41;
+
+/// The small-ulong descriptor code of the performative `body` starts with.
+fn descriptor(body: &[u8]) -> Option<u8> {
+    match body {
+        [0x00, 0x53, code, ..] => Some(*code),
+        [0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, code, ..] => Some(*code),
+        _ => None,
+    }
+}
+
+impl Cursor<'_> {
+    /// Skips the descriptor and reads the list header; returns the field count.
+    fn list_start(&mut self) -> Option<u32> {
+        match self.byte()? {
+            0x53 => {
+                self.byte()?;
+            }
+            0x80 => {
+                self.take(8)?;
+            }
+            _ => return None,
+        }
+        match self.byte()? {
+            0x45 => Some(0),
+            0xc0 => {
+                self.byte()?;
+                Some(u32::from(self.byte()?))
+            }
+            0xd0 => {
+                self.u32()?;
+                self.u32()
+            }
+            _ => None,
+        }
+    }
+
+    /// A string or symbol (`str8`/`str32`/`sym8`/`sym32`).
+    fn text(&mut self) -> Option<String> {
+        let n = match self.byte()? {
+            0xa1 | 0xa3 => usize::from(self.byte()?),
+            0xb1 | 0xb3 => self.u32()? as usize,
+            _ => return None,
+        };
+        self.take(n)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// A binary (`vbin8`/`vbin32`); `Some(None)` for null.
+    fn binary(&mut self) -> Option<Option<&[u8]>> {
+        let n = match self.byte()? {
+            0x40 => return Some(None),
+            0xa0 => usize::from(self.byte()?),
+            0xb0 => self.u32()? as usize,
+            _ => return None,
+        };
+        self.take(n).map(Some)
+    }
+}
+
+/// The container-id of an Open performative.
+fn open_container_id(body: &[u8]) -> Option<String> {
+    let mut c = Cursor(body);
+    c.byte()?;
+    if c.list_start()? == 0 {
+        return None;
+    }
+    c.text()
+}
+
+/// The mechanism of a SASL init, and for PLAIN the authentication identity. The password
+/// that follows it is never copied.
+fn sasl_init(body: &[u8]) -> Option<(String, Option<String>)> {
+    let mut c = Cursor(body);
+    c.byte()?;
+    if c.list_start()? == 0 {
+        return None;
+    }
+    let mechanism = c.text()?;
+    let user = if mechanism == "PLAIN" {
+        c.binary().flatten().and_then(|resp| {
+            let authcid = resp.split(|b| *b == 0).nth(1)?;
+            Some(String::from_utf8_lossy(authcid).into_owned())
+        })
+    } else {
+        None
+    };
+    Some((mechanism, user))
+}
+
 /// If `body` starts with a transfer performative with `settled=true` and a delivery-id,
 /// returns `(handle, delivery-id)`.
 fn presettled_transfer(body: &[u8]) -> Option<(u32, u32)> {
-    let mut c = Cursor(body);
-    if c.byte()? != 0x00 {
+    if descriptor(body)? != TRANSFER {
         return None;
     }
-    match c.byte()? {
-        0x53 => {
-            if c.byte()? != 0x14 {
-                return None;
-            }
-        }
-        0x80 => {
-            let d = c.take(8)?;
-            if d != [0, 0, 0, 0, 0, 0, 0, 0x14] {
-                return None;
-            }
-        }
-        _ => return None,
-    }
-    let count = match c.byte()? {
-        0x45 => 0,
-        0xc0 => {
-            c.byte()?;
-            c.byte()? as u32
-        }
-        0xd0 => {
-            c.u32()?;
-            c.u32()?
-        }
-        _ => return None,
-    };
-    if count < 5 {
+    let mut c = Cursor(body);
+    c.byte()?;
+    if c.list_start()? < 5 {
         return None;
     }
     let handle = c.uint()??;
@@ -261,7 +371,12 @@ impl<S> std::fmt::Debug for Sniff<S> {
 }
 
 impl<S> Sniff<S> {
-    pub(crate) fn new(inner: S, prefix: Vec<u8>, settled: Arc<SettledSet>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        prefix: Vec<u8>,
+        settled: Arc<SettledSet>,
+        peer: Arc<PeerInfo>,
+    ) -> Self {
         Sniff {
             inner,
             prefix,
@@ -271,6 +386,7 @@ impl<S> Sniff<S> {
                 head: Vec::with_capacity(8),
                 captured: Vec::with_capacity(CAPTURE),
                 settled,
+                peer,
             },
         }
     }
@@ -356,6 +472,7 @@ mod tests {
             head: Vec::new(),
             captured: Vec::new(),
             settled: settled.clone(),
+            peer: Arc::default(),
         };
         let perf = [
             0x00, 0x53, 0x14, 0xc0, 0x0b, 0x05, 0x43, 0x52, 0x09, 0xa0, 0x02, b'a', b'b', 0x43,
@@ -373,5 +490,43 @@ mod tests {
         }
         assert!(settled.take(3, 0, 9));
         assert!(!settled.take(3, 0, 9));
+    }
+
+    #[test]
+    fn reads_peer_identity_without_the_password() {
+        let peer = Arc::new(PeerInfo::default());
+        let mut s = Scanner {
+            state: ScanState::Head,
+            head: Vec::new(),
+            captured: Vec::new(),
+            settled: Arc::default(),
+            peer: peer.clone(),
+        };
+        let frame = |ftype: u8, body: &[u8]| {
+            let mut f = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(&[2, ftype, 0, 0]);
+            f.extend_from_slice(body);
+            f
+        };
+        // sasl-init [mechanism=:PLAIN, initial-response=b"\0alice\0secret"]
+        let mut init = vec![0x00, 0x53, 0x41, 0xc0, 0x14, 0x02, 0xa3, 0x05];
+        init.extend_from_slice(b"PLAIN");
+        init.extend_from_slice(&[0xa0, 0x0d]);
+        init.extend_from_slice(b"\0alice\0secret");
+        // open [container-id="client-1"]
+        let mut open = vec![0x00, 0x53, 0x10, 0xc0, 0x0b, 0x01, 0xa1, 0x08];
+        open.extend_from_slice(b"client-1");
+        let mut bytes = b"AMQP\x03\x01\x00\x00".to_vec();
+        bytes.extend(frame(1, &init));
+        bytes.extend_from_slice(b"AMQP\x00\x01\x00\x00");
+        bytes.extend(frame(0, &open));
+        for chunk in bytes.chunks(5) {
+            s.feed(chunk);
+        }
+        let ident = peer.get();
+        assert_eq!(ident.container_id.as_deref(), Some("client-1"));
+        assert_eq!(ident.sasl_mechanism.as_deref(), Some("PLAIN"));
+        assert_eq!(ident.user.as_deref(), Some("alice"));
+        assert!(!format!("{ident:?}").contains("secret"));
     }
 }

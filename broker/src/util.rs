@@ -34,6 +34,20 @@ pub(crate) fn amqp_error(condition: &str, description: &str) -> definitions::Err
     definitions::Error::new(cond, description, None)
 }
 
+/// The symbol of an error condition (`amqp:not-found`).
+pub(crate) fn condition_text(c: &ErrorCondition) -> String {
+    let symbol = match c {
+        ErrorCondition::AmqpError(e) => Symbol::from(e),
+        ErrorCondition::ConnectionError(e) => Symbol::from(e),
+        ErrorCondition::SessionError(e) => Symbol::from(e),
+        ErrorCondition::LinkError(e) => Symbol::from(e),
+        ErrorCondition::Custom(s) => s.clone(),
+        #[allow(unreachable_patterns)]
+        _ => Symbol::from("amqp:internal-error"),
+    };
+    symbol.0
+}
+
 /// `n` random alphanumeric characters.
 pub(crate) fn random_suffix(n: usize) -> String {
     use rand::Rng;
@@ -74,5 +88,13 @@ mod tests {
         assert!(e.description.is_none());
         let e = amqp_error("x-custom:thing", "d");
         assert!(matches!(e.condition, ErrorCondition::Custom(_)));
+        for c in [
+            "amqp:not-found",
+            "amqp:connection:forced",
+            "amqp:link:detach-forced",
+            "x:y",
+        ] {
+            assert_eq!(condition_text(&amqp_error(c, "").condition), c);
+        }
     }
 }

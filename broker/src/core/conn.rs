@@ -2,19 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fe2o3_amqp::acceptor::{ListenerConnectionHandle, ListenerSessionHandle, SessionAcceptor};
+use fe2o3_amqp::types::definitions;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 use super::{link, Core, CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT};
 use crate::counters::{inc, ConnStats};
 use crate::faults::StreamCtl;
-use crate::sniff::{SettledSet, Sniff};
+use crate::sniff::{PeerInfo, SettledSet, Sniff};
 use crate::stream::BrokerStream;
-use crate::util::random_suffix;
+use crate::util::{lock, random_suffix};
 
 const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
 const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
@@ -25,8 +27,53 @@ pub(crate) struct ConnCtx {
     pub stats: Arc<ConnStats>,
     /// Pre-settled incoming deliveries, as seen on the wire.
     pub settled: Arc<SettledSet>,
+    /// The peer's container-id and SASL identity, as seen on the wire.
+    pub peer: Arc<PeerInfo>,
     /// Unique per connection; names qpidd's temporary queues.
     pub tag: String,
+    /// The broker's end of the socket (`127.0.0.1:PORT`).
+    pub local: SocketAddr,
+    /// Whether the connection runs over TLS.
+    pub tls: bool,
+    pub opened: Instant,
+    close: CloseRequest,
+}
+
+/// A request to close the connection (management), with the error to send, if any.
+#[derive(Debug, Default)]
+struct CloseRequest {
+    requested: Mutex<Option<Option<definitions::Error>>>,
+    notify: Notify,
+}
+
+impl ConnCtx {
+    /// Asks the connection to close (a Close frame, with this error if any).
+    pub(crate) fn request_close(&self, error: Option<definitions::Error>) {
+        lock(&self.close.requested).get_or_insert(error);
+        self.close.notify.notify_one();
+    }
+
+    /// Waits for a close request; returns its error.
+    async fn close_requested(&self) -> Option<definitions::Error> {
+        loop {
+            let notified = self.close.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = lock(&self.close.requested).take() {
+                return e;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The socket a connection runs on.
+struct Socket {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    ctl: Arc<StreamCtl>,
+    tls: bool,
 }
 
 pub(crate) async fn accept_loop(core: Arc<Core>, listener: TcpListener) {
@@ -58,7 +105,14 @@ async fn serve_socket(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
     let id = core.next_conn.fetch_add(1, Ordering::Relaxed);
     let ctl = Arc::new(StreamCtl::default());
     core.faults.register_stream(id, ctl.clone());
-    let stream = BrokerStream::new(tcp, ctl.clone(), core.faults.clone());
+    let socket = Socket {
+        id,
+        peer,
+        local: tcp.local_addr().unwrap_or(core.config.bind),
+        ctl: ctl.clone(),
+        tls: core.tls.is_some(),
+    };
+    let stream = BrokerStream::new(tcp, ctl, core.faults.clone());
     match core.tls.clone() {
         Some(tls) => {
             let accepted = tokio::select! {
@@ -66,7 +120,7 @@ async fn serve_socket(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
                 r = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)) => Some(r),
             };
             match accepted {
-                Some(Ok(Ok(tls_stream))) => serve_amqp(&core, id, peer, &ctl, tls_stream).await,
+                Some(Ok(Ok(tls_stream))) => serve_amqp(&core, socket, tls_stream).await,
                 Some(Ok(Err(e))) => {
                     core.refuse_connection(peer, &format!("TLS handshake failed: {e}"))
                 }
@@ -74,7 +128,7 @@ async fn serve_socket(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
                 None => {}
             }
         }
-        None => serve_amqp(&core, id, peer, &ctl, stream).await,
+        None => serve_amqp(&core, socket, stream).await,
     }
     core.faults.unregister_stream(id);
 }
@@ -90,7 +144,7 @@ impl Core {
         &self,
         peer: SocketAddr,
         mut stream: S,
-        settled: &Arc<SettledSet>,
+        wire: (&Arc<SettledSet>, &Arc<PeerInfo>),
     ) -> Option<ListenerConnectionHandle>
     where
         S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
@@ -105,10 +159,10 @@ impl Core {
             return None;
         }
         let opened = if header == SASL_HEADER {
-            let s = Sniff::new(stream, header.to_vec(), settled.clone());
+            let s = Sniff::new(stream, header.to_vec(), wire.0.clone(), wire.1.clone());
             tokio::time::timeout(HANDSHAKE_TIMEOUT, self.sasl_acceptor.accept(s)).await
         } else if header == AMQP_HEADER && self.config.allow_anonymous {
-            let s = Sniff::new(stream, header.to_vec(), settled.clone());
+            let s = Sniff::new(stream, header.to_vec(), wire.0.clone(), wire.1.clone());
             tokio::time::timeout(HANDSHAKE_TIMEOUT, self.plain_acceptor.accept(s)).await
         } else {
             self.refuse_connection(peer, &format!("unsupported protocol header {header:?}"));
@@ -130,38 +184,66 @@ impl Core {
     }
 }
 
-async fn serve_amqp<S>(core: &Arc<Core>, id: u64, peer: SocketAddr, ctl: &Arc<StreamCtl>, stream: S)
+async fn serve_amqp<S>(core: &Arc<Core>, socket: Socket, stream: S)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let settled = Arc::new(SettledSet::default());
-    let Some(mut conn) = core.open_connection(peer, stream, &settled).await else {
+    let peer_info = Arc::new(PeerInfo::default());
+    let Some(mut conn) = core
+        .open_connection(socket.peer, stream, (&settled, &peer_info))
+        .await
+    else {
         return;
     };
+    let (id, peer) = (socket.id, socket.peer);
     let stats = Arc::new(ConnStats::new(id, peer.to_string()));
     core.record_connection(stats.clone());
     let ctx = Arc::new(ConnCtx {
         stats: stats.clone(),
         settled,
+        peer: peer_info,
         tag: format!("{}-{}", id, random_suffix(6)),
+        local: socket.local,
+        tls: socket.tls,
+        opened: Instant::now(),
+        close: CloseRequest::default(),
     });
+    lock(&core.live).insert(id, ctx.clone());
     tracing::debug!(%peer, id, "connection open");
-    run_connection(core, &ctx, &mut conn).await;
-    if !ctl.is_killed() {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
+    let close_error = run_connection(core, &ctx, &mut conn).await;
+    if !socket.ctl.is_killed() {
+        let close = async {
+            match close_error {
+                Some(e) => conn.close_with_error(e).await,
+                None => conn.close().await,
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
+    lock(&core.live).remove(&id);
     stats.open.store(false, Ordering::Relaxed);
     tracing::debug!(%peer, id, "connection closed");
 }
 
-async fn run_connection(core: &Arc<Core>, ctx: &Arc<ConnCtx>, conn: &mut ListenerConnectionHandle) {
+/// Accepts sessions until the peer closes, the broker stops or management asks to close;
+/// returns the error to close with.
+async fn run_connection(
+    core: &Arc<Core>,
+    ctx: &Arc<ConnCtx>,
+    conn: &mut ListenerConnectionHandle,
+) -> Option<definitions::Error> {
     let session_acceptor = SessionAcceptor::new();
     loop {
         let incoming = tokio::select! {
-            _ = core.shutdown.cancelled() => return,
+            _ = core.shutdown.cancelled() => return None,
+            e = ctx.close_requested() => {
+                tracing::info!(id = ctx.stats.id, "closing the connection on request");
+                return e;
+            }
             s = conn.next_incoming_session() => s,
         };
-        let Some(incoming) = incoming else { return };
+        let incoming = incoming?;
         let remote_channel = incoming.channel;
         match session_acceptor
             .accept_incoming_session(incoming, conn)
@@ -179,7 +261,7 @@ async fn run_connection(core: &Arc<Core>, ctx: &Arc<ConnCtx>, conn: &mut Listene
             }
             Err(e) => {
                 tracing::info!(%e, "session begin failed");
-                return;
+                return None;
             }
         }
     }

@@ -102,13 +102,13 @@ pub(super) async fn run(
 fn settle_outcome(node: &Node, outcome: Result<Outcome, SendError>, item: Option<Stored>) {
     match outcome {
         Ok(Outcome::Accepted(a)) => {
-            inc(&node.stats.acked);
+            node.stats.consumed(&node.stats.acked);
             if let Some(tx) = item.and_then(|s| s.reply) {
                 let _ = tx.send(Outcome::Accepted(a));
             }
         }
         Ok(Outcome::Rejected(r)) => {
-            inc(&node.stats.rejected);
+            node.stats.consumed(&node.stats.rejected);
             if let Some(tx) = item.and_then(|s| s.reply) {
                 let _ = tx.send(Outcome::Rejected(r));
             }
@@ -149,11 +149,38 @@ impl Consumer<'_> {
                 Next::Stop => return,
             };
             if item.is_expired(Instant::now()) {
-                inc(&self.node.stats.expired);
+                self.node.stats.expire();
                 continue;
+            }
+            if let Some(delay) = self.core.faults.delivery_delay(&self.node.name) {
+                if !self.dawdle(delay).await {
+                    give_back(&self.node, Some(item), None);
+                    return;
+                }
             }
             if !self.deliver(item).await {
                 return;
+            }
+        }
+    }
+
+    /// The `slow_consumers` fault: waits `delay` before a delivery (looking again when the
+    /// rules change); false when the link is to stop instead.
+    async fn dawdle(&mut self, delay: Duration) -> bool {
+        let start = tokio::time::Instant::now();
+        let mut rules = self.core.faults.rules_changed.subscribe();
+        let mut delay = delay;
+        loop {
+            tokio::select! {
+                err = self.close_rx.recv() => { self.close_error = err; return false }
+                _ = self.core.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep_until(start + delay) => return true,
+                Ok(()) = rules.changed() => {
+                    match self.core.faults.delivery_delay(&self.node.name) {
+                        Some(d) => delay = d,
+                        None => return true,
+                    }
+                }
             }
         }
     }
@@ -272,7 +299,7 @@ impl Consumer<'_> {
                 inc(&self.node.stats.delivered);
                 inc(&self.ctx.stats.sent);
                 if presettled_out {
-                    inc(&self.node.stats.acked);
+                    self.node.stats.consumed(&self.node.stats.acked);
                     if let Some(tx) = item.reply {
                         let _ = tx.send(Outcome::Accepted(Accepted {}));
                     }
@@ -340,9 +367,7 @@ impl Consumer<'_> {
         }
         release_feed(&node, &feed);
         let unused = node.link_detached();
-        if node.temporary
-            || (unused && matches!(node.kind, NodeKind::Anycast | NodeKind::Multicast))
-        {
+        if node.temporary || (unused && node.removable_when_unused()) {
             node.drain();
             core.remove_node(&node);
         }

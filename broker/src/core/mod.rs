@@ -8,10 +8,12 @@
 //! | [`link`] | one attach: refuse it, or start a producer or a consumer |
 //! | [`producer`] | links where the broker receives |
 //! | [`consumer`] | links where the broker sends |
+//! | [`mgmt`] | management requests (QMF, AMQP management) |
 
 mod conn;
 mod consumer;
 mod link;
+mod mgmt;
 mod producer;
 mod resolve;
 mod sasl;
@@ -30,10 +32,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BrokerConfig, Flavour};
+use crate::counters::inc;
 use crate::counters::{ConnStats, Counters};
 use crate::faults::FaultState;
-use crate::node::{Node, NodeKind};
-use crate::util::{lock, random_suffix};
+use crate::inject::{InjectError, InjectedMessage};
+use crate::node::{Management, Node, NodeKind, Routed, Stored};
+use crate::util::{condition_text, lock, random_suffix};
 use crate::BrokerError;
 
 pub(crate) use conn::accept_loop;
@@ -96,9 +100,13 @@ pub(crate) struct Core {
     topic_res: Vec<Regex>,
     nodes: Mutex<HashMap<String, Arc<Node>>>,
     conns: Mutex<Vec<Arc<ConnStats>>>,
+    /// Open connections by id (management lists and closes them).
+    live: Mutex<HashMap<u64, Arc<conn::ConnCtx>>>,
     refused: AtomicU64,
     pub faults: Arc<FaultState>,
     router_id: String,
+    /// qpidd's QMF agent name, `apache.org:qpidd:<uuid>`.
+    qmf_agent: String,
     next_conn: AtomicU64,
     pub shutdown: CancellationToken,
     pub tasks: Arc<Tasks>,
@@ -205,9 +213,11 @@ impl Core {
             topic_res,
             nodes: Mutex::new(HashMap::new()),
             conns: Mutex::new(Vec::new()),
+            live: Mutex::new(HashMap::new()),
             refused: AtomicU64::new(0),
             faults: Arc::new(FaultState::default()),
             router_id: container_id.clone(),
+            qmf_agent: format!("apache.org:qpidd:{}", uuid::Uuid::new_v4()),
             next_conn: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tasks: Arc::new(Tasks::default()),
@@ -222,18 +232,27 @@ impl Core {
             tls,
             config,
         };
-        if flavour == Flavour::Qpidd {
-            for name in ["amq.topic", "amq.fanout"] {
-                core.insert_node(Node::new(
-                    name.to_string(),
-                    NodeKind::Topic,
-                    false,
-                    true,
-                    None,
-                ));
-            }
-        }
+        core.predeclare();
         Ok(Arc::new(core))
+    }
+
+    /// The nodes every broker of the flavour has from the start.
+    fn predeclare(&self) {
+        match self.flavour {
+            Flavour::Qpidd => {
+                for name in ["amq.topic", "amq.fanout"] {
+                    let topic = Node::new(name.to_string(), NodeKind::Topic, false, true, None);
+                    self.insert_node(topic);
+                }
+                self.insert_node(Node::management(mgmt::QMF_ADDRESS, Management::Qmf));
+            }
+            Flavour::Router => {
+                let agent =
+                    Node::management(mgmt::AMQP_MANAGEMENT_ADDRESS, Management::AmqpManagement);
+                self.insert_node(agent);
+            }
+            Flavour::Rabbitmq3 => {}
+        }
     }
 
     /// Inserts a node unless one of that name exists; returns the one in the map.
@@ -262,13 +281,46 @@ impl Core {
             refused_connections: self.refused.load(Ordering::Relaxed),
             ..Counters::default()
         };
-        for n in nodes {
+        for n in nodes.into_iter().filter(|n| n.management.is_none()) {
             n.sweep_expired();
             c.nodes
                 .insert(n.name.clone(), n.stats.snapshot(n.kind_name(), n.depth()));
         }
         c.connections = lock(&self.conns).iter().map(|s| s.snapshot()).collect();
         c
+    }
+
+    /// Routes a message of the broker's making to `address` (the `inject` fault).
+    pub(crate) fn inject(
+        &self,
+        address: &str,
+        message: InjectedMessage,
+    ) -> Result<(), InjectError> {
+        let node = self
+            .relay_target(Some(address))
+            .map_err(|e| InjectError::Refused {
+                condition: condition_text(&e.condition),
+                description: e.description.unwrap_or_default(),
+            })?;
+        if node.management.is_some() {
+            return Err(InjectError::Refused {
+                condition: "amqp:not-allowed".into(),
+                description: format!("{address} is a management node"),
+            });
+        }
+        let presettled = message.presettled;
+        let item = Stored::new(message.into_message(address), 0, presettled);
+        match node.route(item).0 {
+            Routed::NoRoute => {
+                if presettled {
+                    inc(&node.stats.dropped);
+                } else {
+                    inc(&node.stats.released);
+                }
+                Err(InjectError::NoRoute)
+            }
+            Routed::Accepted | Routed::Pending(_) => Ok(()),
+        }
     }
 
     /// Records a new connection, dropping the oldest closed record when there are too many.

@@ -5,25 +5,36 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fe2o3_amqp::link::delivery::DeliveryInfo;
+use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::link::DispositionError;
+use fe2o3_amqp::link::DEFAULT_CREDIT;
 use fe2o3_amqp::types::definitions;
-use fe2o3_amqp::types::messaging::{Body, Outcome};
+use fe2o3_amqp::types::messaging::{Body, Modified, Outcome};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Delivery, Receiver};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::conn::ConnCtx;
 use super::link::LinkStart;
 use super::Core;
 use crate::counters::{dec, inc};
 use crate::faults::ForcedOutcome;
-use crate::node::{Node, NodeKind, Routed, Stored};
+use crate::node::{Node, Routed, Stored};
 use crate::util::amqp_error;
+
+/// Sleeps until `at` (never returns for `None`).
+async fn sleep_until_std(at: Option<std::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
 
 type PendingReply =
     Pin<Box<dyn Future<Output = (DeliveryInfo, Arc<Node>, Option<Outcome>)> + Send + Sync>>;
@@ -52,6 +63,16 @@ struct Producer<'a> {
     node: Option<Arc<Node>>,
     link: LinkStart,
     pending: FuturesUnordered<PendingReply>,
+    /// Changes of the `withhold_credit` rules.
+    credit_rules: watch::Receiver<u64>,
+    /// Set while credit is withheld.
+    held: Option<HeldCredit>,
+}
+
+/// Credit withheld by a fault: what to restore, and when to look again.
+struct HeldCredit {
+    restore: CreditMode,
+    until: Option<std::time::Instant>,
 }
 
 pub(super) async fn run(
@@ -73,8 +94,14 @@ pub(super) async fn run(
         node,
         link,
         pending: FuturesUnordered::new(),
+        credit_rules: core.faults.rules_changed.subscribe(),
+        held: None,
     };
+    p.check_credit().await;
     let stop = p.serve(close_rx).await;
+    if p.held.is_some() {
+        core.faults.withheld.fetch_sub(1, Ordering::AcqRel);
+    }
     let Producer { receiver, node, .. } = p;
     let close = match stop {
         Stop::Close(e) => receiver.close_with_error(e).await,
@@ -85,7 +112,7 @@ pub(super) async fn run(
     }
     if let Some(n) = &node {
         dec(&n.stats.producers);
-        if n.link_detached() && n.kind != NodeKind::Queue && n.kind != NodeKind::Topic {
+        if n.link_detached() && n.removable_when_unused() {
             core.remove_node(n);
         }
     }
@@ -94,10 +121,13 @@ pub(super) async fn run(
 impl Producer<'_> {
     async fn serve(&mut self, mut close_rx: mpsc::UnboundedReceiver<definitions::Error>) -> Stop {
         loop {
+            let recheck_at = self.held.as_ref().and_then(|h| h.until);
             tokio::select! {
                 biased;
                 err = close_rx.recv() => return err.map_or(Stop::Normal, Stop::Close),
                 _ = self.core.shutdown.cancelled() => return Stop::Normal,
+                Ok(()) = self.credit_rules.changed() => self.check_credit().await,
+                _ = sleep_until_std(recheck_at), if recheck_at.is_some() => self.check_credit().await,
                 Some((info, n, outcome)) = self.pending.next(), if !self.pending.is_empty() => {
                     if let Err(e) = self.forward_outcome(info, &n, outcome).await {
                         tracing::debug!(%e, "disposition failed");
@@ -117,6 +147,42 @@ impl Producer<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Applies the `withhold_credit` faults: credit to zero while one matches this link's
+    /// address, back to what it was when none does.
+    async fn check_credit(&mut self) {
+        let Some(node) = &self.node else { return };
+        let hold = self.core.faults.credit_held_until(&node.name);
+        let result = match (hold, self.held.take()) {
+            (Some(until), None) => {
+                tracing::info!(node = %node.name, "fault: withholding credit from a producer");
+                let restore = self.receiver.credit_mode().clone();
+                self.receiver.set_credit_mode(CreditMode::Manual);
+                self.held = Some(HeldCredit { restore, until });
+                let r = self.receiver.set_credit(0).await;
+                self.core.faults.withheld.fetch_add(1, Ordering::AcqRel);
+                r
+            }
+            (Some(until), Some(h)) => {
+                self.held = Some(HeldCredit { until, ..h });
+                Ok(())
+            }
+            (None, Some(h)) => {
+                tracing::info!(node = %node.name, "fault: granting credit again");
+                let credit = match h.restore {
+                    CreditMode::Auto(n) => n,
+                    CreditMode::Manual => DEFAULT_CREDIT,
+                };
+                self.core.faults.withheld.fetch_sub(1, Ordering::AcqRel);
+                self.receiver.set_credit_mode(h.restore);
+                self.receiver.set_credit(credit).await
+            }
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::debug!(%e, "producer credit change failed");
         }
     }
 
@@ -208,6 +274,10 @@ impl Producer<'_> {
                 return Ok(Action::Done);
             }
         };
+        if let Some(m) = target.management {
+            self.core.manage(m, &msg, self.ctx);
+            return Ok(Action::Accept(info));
+        }
         if !presettled {
             if let Some(forced) = self.core.faults.forced_outcome() {
                 self.force(info, &target, forced).await?;
@@ -234,6 +304,18 @@ impl Producer<'_> {
                 inc(&target.stats.rejected);
                 let e = amqp_error("amqp:internal-error", "rejected by fault injection");
                 self.receiver.reject(info, e).await
+            }
+            ForcedOutcome::Modify {
+                delivery_failed,
+                undeliverable_here,
+            } => {
+                inc(&target.stats.released);
+                let modified = Modified {
+                    delivery_failed: Some(delivery_failed),
+                    undeliverable_here: Some(undeliverable_here),
+                    message_annotations: None,
+                };
+                self.receiver.modify(info, modified).await
             }
         }
     }

@@ -7,6 +7,8 @@ mod qpidd;
 mod rabbitmq;
 mod router;
 
+pub(crate) use router::distribution as router_distribution;
+
 use std::sync::Arc;
 
 use fe2o3_amqp::types::definitions::{self, Role};

@@ -15,6 +15,24 @@ const MULTICAST_PREFIXES: [&str; 4] = [
     "multicast",
 ];
 
+/// The distribution qdrouterd reports for an address (the devstack plugin's prefixes;
+/// `balanced` is its default).
+pub(crate) fn distribution(address: &str) -> &'static str {
+    const CLOSEST: [&str; 4] = [
+        "openstack.org/om/rpc/unicast",
+        "openstack.org/om/notify/unicast",
+        "unicast",
+        "exclusive",
+    ];
+    if MULTICAST_PREFIXES.iter().any(|p| address.starts_with(p)) {
+        "multicast"
+    } else if CLOSEST.iter().any(|p| address.starts_with(p)) {
+        "closest"
+    } else {
+        "balanced"
+    }
+}
+
 pub(super) fn lookup(core: &Core, address: &str) -> Arc<Node> {
     let kind = if MULTICAST_PREFIXES.iter().any(|p| address.starts_with(p)) {
         NodeKind::Multicast
