@@ -4,9 +4,12 @@
 #
 # Usage: ci/images/build-registry.sh NAME [--var KEY=VALUE ...]
 #   NAME: qpidd-ubuntu-focal | qpidd-centos7 | qpidd-opensuse-leap15 | qpidd-source-debian |
-#         qdrouterd-source | rabbitmq-3.13 | rabbitmq-4 | artemis
+#         qpidd-fedora40 | qdrouterd-source | qdrouterd-fedora40 | rabbitmq-3.13 | rabbitmq-4 | artemis
 # Download mirrors are never built in; pass them:
 #   qpidd-centos7:        --var centos_vault_mirror=URL --var epel_archive_mirror=URL
+#   qpidd-fedora40,
+#   qdrouterd-fedora40:   --var fedora_archive_mirror=URL   (the archive of end-of-life Fedora releases:
+#                                                            URL/releases/40/Everything/x86_64/os/ exists)
 #   qpidd-source-debian,
 #   qdrouterd-source:     --var apache_archive=URL
 #
@@ -28,7 +31,9 @@ case "$name" in
   qpidd-centos7)         t=qpidd-centos7;         v=1.39.0; base=centos:7;            b=qpidd;     fl=centos7;         files=qpidd-entrypoint.sh ;;
   qpidd-opensuse-leap15) t=qpidd-opensuse-leap15; v=1.37.0; base=opensuse/leap:15.6;  b=qpidd;     fl=opensuse-leap15; files=qpidd-entrypoint.sh ;;
   qpidd-source-debian)   t=qpidd-source-debian;   v=1.39.0; base=debian:bookworm;     b=qpidd;     fl=source-debian;   files=qpidd-entrypoint.sh ;;
+  qpidd-fedora40)        t=qpidd-fedora;          v=1.39.0; base=fedora:40;           b=qpidd;     fl=fedora40;        files=qpidd-entrypoint.sh ;;
   qdrouterd-source)      t=qdrouterd-source;      v=1.19.0; base=debian:bookworm;     b=qdrouterd; fl=source-debian;   files=qdrouterd-entrypoint.sh ;;
+  qdrouterd-fedora40)    t=qdrouterd-fedora;      v=1.19.0; base=fedora:40;           b=qdrouterd; fl=fedora40;        files=qdrouterd-entrypoint.sh ;;
   rabbitmq-3.13)         t=rabbitmq-official;     v=3.13;   base=rabbitmq:3.13-management; b=rabbitmq; fl=official; files= ;;
   rabbitmq-4)            t=rabbitmq-official;     v=4.2;    base=rabbitmq:4.2-management;  b=rabbitmq; fl=official; files= ;;
   artemis)               t=artemis;               v=2.37.0; base=apache/activemq-artemis:2.37.0-alpine; b=artemis; fl=official; files= ;;
