@@ -237,3 +237,123 @@ fn bad_link_route_is_a_clear_error() {
         .to_string();
     assert!(msg.contains("notify_link_route"), "{msg}");
 }
+
+// --- Fedora image templates (templates/images/*-fedora.Dockerfile.tera) ------------------------------
+// Fedora 40 is the last release that carried qpid-cpp and qpid-dispatch; it is end of life, so the
+// repositories point at an archive mirror that the caller names (never a built-in host).
+
+const FEDORA_ARCHIVE: &str = "https://fedora-archive.invalid/fedora/linux";
+
+/// The variables `ci/images/build-registry.sh` and the container backend give an image template.
+fn fedora_context(broker: &str, version: &str, mirror: Option<&str>) -> tera::Context {
+    let mut ctx = tera::Context::new();
+    ctx.insert("version", version);
+    ctx.insert("base_image", "fedora:40");
+    ctx.insert("image_name", &format!("amqp1-rig/{broker}:fedora40"));
+    ctx.insert("amqp_port", &5672u16);
+    if let Some(m) = mirror {
+        ctx.insert("fedora_archive_mirror", m);
+    }
+    ctx
+}
+
+fn render_fedora(broker: &str, version: &str) -> String {
+    harness::templates::render(
+        &templates_dir(),
+        &format!("images/{broker}-fedora.Dockerfile.tera"),
+        &fedora_context(broker, version, Some(FEDORA_ARCHIVE)),
+    )
+    .unwrap_or_else(|e| panic!("{broker}-fedora renders: {e}"))
+}
+
+/// What every Fedora image must do: Fedora 40 base, the archive for both repositories, no other host.
+fn assert_fedora_image(broker: &str, text: &str) {
+    assert!(text.contains("\nFROM fedora:40\n"), "{broker}: {text}");
+    for repo in ["releases", "updates"] {
+        assert!(
+            text.contains(&format!("baseurl={FEDORA_ARCHIVE}/{repo}/$releasever/")),
+            "{broker}: {repo} repository not on the archive mirror:\n{text}"
+        );
+    }
+    let hosts: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == '=' || c == '|' || c == '\'')
+        .filter(|w| w.contains("://"))
+        .filter(|w| !w.starts_with(FEDORA_ARCHIVE))
+        .collect();
+    assert!(
+        hosts.is_empty(),
+        "{broker}: built-in download hosts {hosts:?}"
+    );
+    assert!(text.contains("amqp1-rig=1"), "{broker}: no amqp1-rig label");
+    let entrypoint = format!("COPY {broker}-entrypoint.sh ");
+    assert!(
+        text.contains(&entrypoint),
+        "{broker}: entrypoint not copied"
+    );
+    assert!(
+        templates_dir()
+            .join(format!("images/files/{broker}-entrypoint.sh"))
+            .is_file(),
+        "{broker}: entrypoint file missing"
+    );
+}
+
+#[test]
+fn qpidd_fedora_image() {
+    let text = render_fedora("qpidd", "1.39.0");
+    assert_fedora_image("qpidd", &text);
+    assert!(
+        text.contains("qpid-cpp-server-1.39.0 qpid-proton-c "),
+        "{text}"
+    );
+    assert!(
+        text.contains("qpidd --help | grep -q queue-patterns"),
+        "{text}"
+    );
+    assert!(text.contains("grep -qF \" 1.39.0\""), "{text}");
+    assert!(text.contains("org.amqp1-rig.version=\"1.39.0\""), "{text}");
+    insta::assert_snapshot!("image_qpidd_fedora40", text);
+}
+
+#[test]
+fn qdrouterd_fedora_image() {
+    let text = render_fedora("qdrouterd", "1.19.0");
+    assert_fedora_image("qdrouterd", &text);
+    assert!(
+        text.contains("qpid-dispatch-router-1.19.0 qpid-proton-c python3-qpid-proton"),
+        "{text}"
+    );
+    assert!(
+        text.contains("qdrouterd --version | grep -qxF \"1.19.0\""),
+        "{text}"
+    );
+    assert!(text.contains("org.amqp1-rig.version=\"1.19.0\""), "{text}");
+    insta::assert_snapshot!("image_qdrouterd_fedora40", text);
+}
+
+#[test]
+fn fedora_images_any_version_is_not_pinned() {
+    let qpidd = render_fedora("qpidd", "any");
+    assert!(qpidd.contains("qpid-cpp-server qpid-proton-c "), "{qpidd}");
+    assert!(!qpidd.contains("grep -qF"), "{qpidd}");
+    let router = render_fedora("qdrouterd", "any");
+    assert!(
+        router.contains("qpid-dispatch-router qpid-proton-c "),
+        "{router}"
+    );
+    assert!(router.contains("RUN qdrouterd --version\n"), "{router}");
+}
+
+#[test]
+fn fedora_images_need_the_archive_mirror() {
+    for broker in ["qpidd", "qdrouterd"] {
+        let err = harness::templates::render(
+            &templates_dir(),
+            &format!("images/{broker}-fedora.Dockerfile.tera"),
+            &fedora_context(broker, "any", None),
+        )
+        .expect_err("no mirror, no Dockerfile");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("fedora_archive_mirror"), "{broker}: {msg}");
+    }
+}
