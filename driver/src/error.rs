@@ -219,6 +219,7 @@ macro_rules! kinds {
     (@snake Io) => { "io" };
     (@snake Closed) => { "closed" };
     (@snake Config) => { "config" };
+    (@snake MalformedReply) => { "malformed_reply" };
 }
 
 kinds!(
@@ -239,6 +240,9 @@ kinds!(
         Refused => "broker refused the link",
         /// The transport was closed.
         Closed => "transport closed",
+        /// The reply arrived but its body cannot be decoded (not JSON, not
+        /// an amqp-value string, wrong types); [`Error::detail`] says why.
+        MalformedReply => "malformed reply",
     }
 );
 

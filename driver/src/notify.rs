@@ -204,7 +204,7 @@ impl NotificationListener {
             }
         }
         let credit = shared.config.amqp.notify_server_credit;
-        let (sink, rx) = mpsc::channel((credit as usize) * addrs.len().max(1) + 16);
+        let (sink, rx) = mpsc::channel(crate::rpc::sink_capacity(credit, addrs.len()));
         let id = subscribe(&shared, addrs, credit, sink).await?;
         Ok(NotificationListener {
             shared,
@@ -229,7 +229,7 @@ impl NotificationListener {
                     })
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "malformed notification rejected");
+                    tracing::warn!(reason = %e, "malformed notification rejected");
                     inbound.settle.reject(&e.to_string()).await;
                 }
             }

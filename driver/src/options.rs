@@ -447,6 +447,12 @@ fn parse_int(name: &str, value: &str, min: i64, max: i64) -> Result<i64, OptionE
     }
 }
 
+/// A duration in seconds: an integer from `min` to [`crate::MAX_TIMEOUT_SECS`].
+fn parse_secs(name: &str, value: &str, min: u64) -> Result<u64, OptionError> {
+    // Both bounds are far below i64::MAX, so the casts are lossless.
+    parse_int(name, value, min as i64, crate::MAX_TIMEOUT_SECS as i64).map(|v| v.unsigned_abs())
+}
+
 fn parse_u64(name: &str, value: &str, min: u64) -> Result<u64, OptionError> {
     // `min` is small, so the cast is lossless; the result is >= min >= 0.
     parse_int(name, value, min as i64, i64::MAX).map(|v| v.unsigned_abs())
@@ -501,7 +507,7 @@ impl AmqpOptions {
         let v = value;
         match name {
             "container_name" => self.container_name = opt_str(v),
-            "idle_timeout" => self.idle_timeout = parse_u64(name, v, 0)?,
+            "idle_timeout" => self.idle_timeout = parse_secs(name, v, 0)?,
             "trace" => self.trace = parse_bool(name, v)?,
             "ssl" => self.ssl = parse_bool(name, v)?,
             "ssl_ca_file" => self.ssl_ca_file = v.to_string(),
@@ -513,18 +519,18 @@ impl AmqpOptions {
             "sasl_config_dir" => self.sasl_config_dir = v.to_string(),
             "sasl_config_name" => self.sasl_config_name = v.to_string(),
             "sasl_default_realm" => self.sasl_default_realm = v.to_string(),
-            "connection_retry_interval" => self.connection_retry_interval = parse_u64(name, v, 1)?,
+            "connection_retry_interval" => self.connection_retry_interval = parse_secs(name, v, 1)?,
             "connection_retry_backoff" => self.connection_retry_backoff = parse_u64(name, v, 0)?,
             "connection_retry_interval_max" => {
-                self.connection_retry_interval_max = parse_u64(name, v, 1)?
+                self.connection_retry_interval_max = parse_secs(name, v, 1)?
             }
-            "link_retry_delay" => self.link_retry_delay = parse_u64(name, v, 1)?,
+            "link_retry_delay" => self.link_retry_delay = parse_secs(name, v, 1)?,
             "default_reply_retry" => self.default_reply_retry = parse_int(name, v, -1, i64::MAX)?,
-            "default_reply_timeout" => self.default_reply_timeout = parse_u64(name, v, 5)?,
-            "default_send_timeout" => self.default_send_timeout = parse_u64(name, v, 5)?,
-            "default_notify_timeout" => self.default_notify_timeout = parse_u64(name, v, 5)?,
+            "default_reply_timeout" => self.default_reply_timeout = parse_secs(name, v, 5)?,
+            "default_send_timeout" => self.default_send_timeout = parse_secs(name, v, 5)?,
+            "default_notify_timeout" => self.default_notify_timeout = parse_secs(name, v, 5)?,
             "default_sender_link_timeout" => {
-                self.default_sender_link_timeout = parse_u64(name, v, 1)?
+                self.default_sender_link_timeout = parse_secs(name, v, 1)?
             }
             "addressing_mode" => {
                 self.addressing_mode = v
@@ -556,7 +562,7 @@ impl AmqpOptions {
                     )
                 })?
             }
-            "connect_timeout" => self.connect_timeout = parse_u64(name, v, 1)?,
+            "connect_timeout" => self.connect_timeout = parse_secs(name, v, 1)?,
             _ => {
                 return Err(OptionError::Unknown {
                     name: name.to_string(),
@@ -933,7 +939,14 @@ impl Config {
                         .value
                         .trim()
                         .parse::<u64>()
-                        .map_err(|_| at.value(e, "an integer >= 0"))?
+                        .ok()
+                        .filter(|v| *v <= crate::MAX_TIMEOUT_SECS)
+                        .ok_or_else(|| {
+                            at.value(
+                                e,
+                                &format!("an integer from 0 to {}", crate::MAX_TIMEOUT_SECS),
+                            )
+                        })?
                 }
                 (NOTIFY_SECTION, "retry") => {
                     self.notifications.retry = e

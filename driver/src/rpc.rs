@@ -292,8 +292,7 @@ impl RpcClient {
                     };
                 }
                 Ok(Some(ReplyEvent::Malformed(why))) => {
-                    return Err(CallError::with_source(CallErrorKind::Remote, why)
-                        .set_detail("malformed reply"));
+                    return Err(CallError::new(CallErrorKind::MalformedReply).set_detail(why));
                 }
             }
         }
@@ -616,7 +615,7 @@ impl RpcServer {
         }
         let shared = transport.shared.clone();
         let credit = shared.config.amqp.rpc_server_credit;
-        let (sink, rx) = mpsc::channel((credit as usize) * 3 + 16);
+        let (sink, rx) = mpsc::channel(sink_capacity(credit, 3));
         let id = subscribe(&shared, vec![ListenAddr::Rpc(target)], credit, sink).await?;
         let stop = CancellationToken::new();
         tokio::spawn(serve(
@@ -642,6 +641,17 @@ impl Drop for RpcServer {
             let _ = self.shared.cmd.try_send(Command::Unsubscribe(self.id));
         }
     }
+}
+
+/// Room for every delivery the links' credit allows (bounded: a huge credit
+/// option must not size a huge buffer).
+pub(crate) fn sink_capacity(credit: u32, links: usize) -> usize {
+    const MAX_SINK: usize = 1 << 20;
+    usize::try_from(credit)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(links.max(1))
+        .saturating_add(16)
+        .min(MAX_SINK)
 }
 
 /// Registers a subscription and waits until its links are attached.
@@ -688,63 +698,111 @@ async fn serve(
         let (ctx, request, cm) = match decoded {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "malformed RPC request rejected");
+                tracing::warn!(reason = %e, "malformed RPC request rejected");
                 inbound.settle.reject(&e.to_string()).await;
                 continue;
             }
         };
         // oslo acks before dispatch (at-most-once execution).
         inbound.settle.accept().await;
-        let reply_to = inbound.msg.reply_to.clone();
-        let correlation = inbound.msg.message_id.clone();
-        let shared = shared.clone();
-        let dispatcher = dispatcher.clone();
-        tokio::spawn(async move {
-            let hb_stop = CancellationToken::new();
+        let reply = match (inbound.msg.reply_to.clone(), inbound.msg.message_id.clone()) {
+            (Some(to), Some(correlation)) => Some(ReplyTo { to, correlation }),
+            (Some(_), None) => {
+                tracing::warn!(
+                    method = %request.method,
+                    "RPC request has a reply-to but no message-id; it is dispatched, no reply is sent"
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        let job = RequestJob {
+            shared: shared.clone(),
+            dispatcher: dispatcher.clone(),
+            ctx,
+            request,
             // A peer's call_monitor_timeout is capped like every duration.
-            let cm = cm.map(|c| c.min(limits::MAX_TIMEOUT_SECS));
-            if let (Some(cm), Some(to), Some(corr)) = (cm, reply_to.clone(), correlation.clone()) {
-                let interval = cm as f64 / 2.0;
-                if interval >= 1.0 {
-                    tokio::spawn(heartbeats(
-                        shared.clone(),
-                        to,
-                        corr,
-                        cm,
-                        Duration::from_secs_f64(interval),
-                        hb_stop.clone(),
-                    ));
-                } else {
-                    tracing::warn!(cm, "call_monitor_timeout too small; no heartbeats sent");
-                }
+            call_monitor_timeout: cm.map(|c| c.min(limits::MAX_TIMEOUT_SECS)),
+            reply,
+        };
+        tokio::spawn(job.run());
+    }
+}
+
+/// Where the reply of a call goes.
+struct ReplyTo {
+    to: String,
+    correlation: MessageId,
+}
+
+/// One accepted request: dispatch it, send heartbeats meanwhile, reply.
+struct RequestJob {
+    shared: Arc<Shared>,
+    dispatcher: Arc<Dispatcher>,
+    ctx: Map,
+    request: Request,
+    call_monitor_timeout: Option<u64>,
+    reply: Option<ReplyTo>,
+}
+
+impl RequestJob {
+    async fn run(self) {
+        let RequestJob {
+            shared,
+            dispatcher,
+            ctx,
+            request,
+            call_monitor_timeout,
+            reply,
+        } = self;
+        let hb_stop = CancellationToken::new();
+        if let (Some(cm), Some(r)) = (call_monitor_timeout, reply.as_ref()) {
+            let interval = cm as f64 / 2.0;
+            if interval >= 1.0 {
+                tokio::spawn(heartbeats(
+                    shared.clone(),
+                    r.to.clone(),
+                    r.correlation.clone(),
+                    cm,
+                    Duration::from_secs_f64(interval),
+                    hb_stop.clone(),
+                ));
+            } else {
+                tracing::warn!(cm, "call_monitor_timeout too small; no heartbeats sent");
             }
-            let result = dispatcher.dispatch(ctx, request).await;
-            hb_stop.cancel();
-            let (Some(to), Some(corr)) = (reply_to, correlation) else {
-                return;
-            };
-            let cfg = &shared.config;
-            let body = match &result {
-                Ok(v) => ReplyBody::Response(v.clone()),
-                Err(e) => ReplyBody::Failure(e.clone()),
-            };
-            let base = OutgoingMessage::reply(to.clone(), corr, &body);
-            let settled = cfg.amqp.is_pre_settled(PreSettled::RpcReply);
-            let deadline = limits::deadline(limits::secs(cfg.amqp.default_reply_timeout));
-            let retry = Retry::from_i64(cfg.amqp.default_reply_retry);
-            let delay = limits::secs(cfg.amqp.link_retry_delay.max(1));
-            let r = deliver(&shared, deadline, retry, delay, |done| SendCmd {
-                dest: Dest::Address(to.clone()),
-                msg: base.clone(),
-                settled,
-                call: None,
-                done,
-            })
-            .await;
-            if let Err(e) = r {
-                tracing::warn!(error = ?e, "failed to send RPC reply");
-            }
-        });
+        }
+        let result = dispatcher.dispatch(ctx, request).await;
+        hb_stop.cancel();
+        let Some(reply) = reply else {
+            return;
+        };
+        let body = match result {
+            Ok(v) => ReplyBody::Response(v),
+            Err(e) => ReplyBody::Failure(e),
+        };
+        send_reply(&shared, reply, &body).await;
+    }
+}
+
+/// Sends a reply with oslo's reply settlement, deadline and retry.
+async fn send_reply(shared: &Arc<Shared>, reply: ReplyTo, body: &ReplyBody) {
+    let cfg = &shared.config;
+    let base = OutgoingMessage::reply(reply.to.clone(), reply.correlation, body);
+    let settled = cfg.amqp.is_pre_settled(PreSettled::RpcReply);
+    let deadline = limits::deadline(limits::secs(cfg.amqp.default_reply_timeout));
+    let retry = Retry::from_i64(cfg.amqp.default_reply_retry);
+    let delay = limits::secs(cfg.amqp.link_retry_delay.max(1));
+    let to = reply.to;
+    let r = deliver(shared, deadline, retry, delay, |done| SendCmd {
+        dest: Dest::Address(to.clone()),
+        msg: base.clone(),
+        settled,
+        call: None,
+        done,
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = ?e, "failed to send RPC reply");
     }
 }
 
@@ -756,7 +814,7 @@ async fn heartbeats(
     every: Duration,
     stop: CancellationToken,
 ) {
-    let ttl_ms = cm.saturating_mul(1000).min(u32::MAX as u64) as u32;
+    let ttl_ms = u32::try_from(cm.saturating_mul(1000)).unwrap_or(u32::MAX);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

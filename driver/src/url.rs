@@ -153,7 +153,9 @@ pub enum UrlError {
     /// No `://` after the scheme.
     #[error("missing \"://\" after the scheme (expected amqp://host:port/)")]
     MissingScheme,
-    /// The scheme is not `amqp` or `amqp+...`.
+    /// The scheme is not `amqp` or `amqp+...`. The scheme is shown only when
+    /// it is made of characters a scheme can have (letters, digits, `+-.`);
+    /// otherwise the text is not repeated (it may hold a mistyped secret).
     #[error("unsupported scheme \"{0}\": expected \"amqp\" or \"amqp+<anything>\"")]
     WrongScheme(String),
     /// A comma-separated host entry is empty or has no host name.
@@ -162,20 +164,41 @@ pub enum UrlError {
         /// 1-based position of the host in the URL.
         index: usize,
     },
-    /// The port is not a number in 1..=65535.
-    #[error("invalid port \"{port}\" for host \"{host}\": expected a number from 1 to 65535")]
+    /// The port of a host is not a number in 1..=65535. The text is never
+    /// repeated: when a password holds `/`, `?` or `#`, the URL parser cuts the
+    /// authority there and the rest of the password looks like a port.
+    #[error(
+        "invalid port in host number {index}: expected a number from 1 to 65535 \
+         (a user name or password containing '/', '?', '#' or ':' must be percent-encoded)"
+    )]
     BadPort {
-        /// The host the port belongs to.
-        host: String,
-        /// The port text as written.
-        port: String,
+        /// 1-based position of the host in the URL.
+        index: usize,
     },
     /// An IPv6 literal is missing its closing `]`.
-    #[error("unterminated \"[\" in host \"{0}\" (IPv6 addresses go in [brackets])")]
-    UnterminatedBracket(String),
+    #[error("unterminated \"[\" in host number {index} (IPv6 addresses go in [brackets])")]
+    UnterminatedBracket {
+        /// 1-based position of the host in the URL.
+        index: usize,
+    },
     /// Something follows the `]` of an IPv6 literal other than `:port`.
-    #[error("unexpected text after \"]\" in host \"{0}\"")]
-    TrailingAfterBracket(String),
+    #[error("unexpected text after \"]\" in host number {index}")]
+    TrailingAfterBracket {
+        /// 1-based position of the host in the URL.
+        index: usize,
+    },
+    /// An unencoded `@` after the host list (in the virtual host, the query
+    /// or the fragment): almost always a user name or password containing
+    /// `/`, `?` or `#` that was not percent-encoded, so the URL is refused
+    /// rather than split at the wrong place.
+    #[error(
+        "unexpected \"@\" in the {part}: a user name or password containing '/', '?' or '#' \
+         must be percent-encoded (%2F, %3F, %23); a literal \"@\" there is written %40"
+    )]
+    StrayAt {
+        /// Where the `@` is (`virtual host`, `query`, `fragment`).
+        part: &'static str,
+    },
     /// A percent escape decodes to invalid UTF-8.
     #[error("invalid percent-encoding in {part}: not valid UTF-8")]
     BadEncoding {
@@ -248,11 +271,8 @@ fn decode_query(s: &str) -> Result<String, UrlError> {
     decode(&s.replace('+', " "), "query")
 }
 
-fn parse_port(host: &str, port: &str) -> Result<u16, UrlError> {
-    let bad = || UrlError::BadPort {
-        host: host.to_string(),
-        port: port.to_string(),
-    };
+fn parse_port(index: usize, port: &str) -> Result<u16, UrlError> {
+    let bad = || UrlError::BadPort { index };
     // An empty port (`host:`) means the default port, as in oslo.
     if port.is_empty() {
         return Ok(DEFAULT_PORT);
@@ -263,6 +283,21 @@ fn parse_port(host: &str, port: &str) -> Result<u16, UrlError> {
     match port.parse::<u16>() {
         Ok(0) | Err(_) => Err(bad()),
         Ok(p) => Ok(p),
+    }
+}
+
+/// The scheme for an error message: itself when it looks like a scheme,
+/// a placeholder otherwise.
+fn shown_scheme(scheme: &str) -> String {
+    let plausible = !scheme.is_empty()
+        && scheme.len() <= 32
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if plausible {
+        scheme.to_string()
+    } else {
+        "(not shown)".to_string()
     }
 }
 
@@ -294,22 +329,22 @@ fn parse_host(entry: &str, index: usize) -> Result<HostSpec, UrlError> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
         let close = rest
             .find(']')
-            .ok_or_else(|| UrlError::UnterminatedBracket(hostport.to_string()))?;
+            .ok_or(UrlError::UnterminatedBracket { index })?;
         let host = &rest[..close];
         let after = &rest[close + 1..];
         let port = if after.is_empty() {
             DEFAULT_PORT
         } else if let Some(p) = after.strip_prefix(':') {
-            parse_port(host, p)?
+            parse_port(index, p)?
         } else {
-            return Err(UrlError::TrailingAfterBracket(hostport.to_string()));
+            return Err(UrlError::TrailingAfterBracket { index });
         };
         (host.to_string(), port)
     } else {
         match hostport.rfind(':') {
             Some(c) => (
                 hostport[..c].to_string(),
-                parse_port(&hostport[..c], &hostport[c + 1..])?,
+                parse_port(index, &hostport[c + 1..])?,
             ),
             None => (hostport.to_string(), DEFAULT_PORT),
         }
@@ -333,10 +368,13 @@ impl FromStr for TransportUrl {
         let (scheme, rest) = s.split_once("://").ok_or(UrlError::MissingScheme)?;
         let base = scheme.split('+').next().unwrap_or_default();
         if !base.eq_ignore_ascii_case("amqp") {
-            return Err(UrlError::WrongScheme(scheme.to_string()));
+            return Err(UrlError::WrongScheme(shown_scheme(scheme)));
         }
         // Fragment is ignored, as urllib does.
-        let rest = rest.split('#').next().unwrap_or_default();
+        let (rest, fragment) = match rest.split_once('#') {
+            Some((r, f)) => (r, Some(f)),
+            None => (rest, None),
+        };
         let (before_query, query) = match rest.split_once('?') {
             Some((b, q)) => (b, Some(q)),
             None => (rest, None),
@@ -345,6 +383,15 @@ impl FromStr for TransportUrl {
             Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
             None => (before_query, None),
         };
+        for (part, text) in [
+            ("virtual host", path),
+            ("query", query),
+            ("fragment", fragment),
+        ] {
+            if text.is_some_and(|t| t.contains('@')) {
+                return Err(UrlError::StrayAt { part });
+            }
+        }
         let mut hosts = Vec::new();
         if !netloc.is_empty() {
             for (i, entry) in netloc.split(',').enumerate() {
@@ -593,7 +640,7 @@ mod tests {
     #[test]
     fn bad_inputs() {
         let e = |s: &str| s.parse::<TransportUrl>().unwrap_err();
-        assert!(matches!(e("amqp://h:abc/"), UrlError::BadPort { ref port, .. } if port == "abc"));
+        assert_eq!(e("amqp://h:abc/"), UrlError::BadPort { index: 1 });
         assert!(matches!(e("amqp://h:0/"), UrlError::BadPort { .. }));
         assert!(matches!(e("amqp://h:65536/"), UrlError::BadPort { .. }));
         assert_eq!(p("amqp://h:/").hosts[0].port, 5672);
@@ -602,14 +649,14 @@ mod tests {
         assert_eq!(e("amqp://h1,/"), UrlError::EmptyHost { index: 2 });
         assert_eq!(e("amqp://u:p@:5672/"), UrlError::EmptyHost { index: 1 });
         assert_eq!(e("amqp://[]:5672/"), UrlError::EmptyHost { index: 1 });
-        assert!(matches!(
+        assert_eq!(
             e("amqp://[::1/"),
-            UrlError::UnterminatedBracket(_)
-        ));
-        assert!(matches!(
-            e("amqp://[::1]x/"),
-            UrlError::TrailingAfterBracket(_)
-        ));
+            UrlError::UnterminatedBracket { index: 1 }
+        );
+        assert_eq!(
+            e("amqp://h,[::1]x/"),
+            UrlError::TrailingAfterBracket { index: 2 }
+        );
         assert!(matches!(e("amqp://[::1]:x/"), UrlError::BadPort { .. }));
         assert_eq!(
             e("amqp://u:p%zz@h/"),
@@ -623,7 +670,7 @@ mod tests {
         // messages name the problem
         assert!(e("amqp://h:abc/")
             .to_string()
-            .contains("invalid port \"abc\""));
+            .starts_with("invalid port in host number 1"));
         assert!(e("rabbit://h").to_string().contains("unsupported scheme"));
     }
 
@@ -661,6 +708,52 @@ mod tests {
         assert_eq!(back.hosts[1], u.hosts[1]);
         assert_eq!(back.virtual_host, u.virtual_host);
         assert_eq!(back.query, u.query);
+    }
+
+    #[test]
+    fn errors_never_repeat_a_password() {
+        // Unencoded '/', '?', '#' or '[' in a password: the parser cuts the URL
+        // there; whatever it reports must not contain any part of the secret.
+        let secret = "Zq9x";
+        for url in [
+            "amqp://joe:Zq9x/tail@h:5672/",
+            "amqp://joe:Zq9x?tail@h/",
+            "amqp://joe:Zq9x#tail@h/",
+            "amqp://joe:Zq9x#@h/",
+            "amqp://joe:Zq9x/@h/",
+            "amqp://joe:[Zq9x/x@h/",
+            "amqp://[joe:Zq9x/x@h/",
+            "amqp://joe:1234/Zq9x@h/",
+            "joe:Zq9x://h/",
+            "amqp://h1,joe:Zq9x]:1/x@h/",
+        ] {
+            match url.parse::<TransportUrl>() {
+                Ok(u) => panic!("{url} parsed as {u:?}"),
+                Err(err) => {
+                    let shown = format!("{err} {err:?}");
+                    assert!(!shown.contains(secret), "{url}: {shown}");
+                    assert!(!shown.contains("tail"), "{url}: {shown}");
+                }
+            }
+        }
+        // Percent-encoded, the same password is fine.
+        let u = p("amqp://joe:Zq9x%2Ftail%23%3F@h/");
+        assert_eq!(
+            u.hosts[0].password.as_ref().unwrap().expose(),
+            "Zq9x/tail#?"
+        );
+        assert!(!format!("{u} {u:?}").contains(secret));
+        assert_eq!(
+            e_at("amqp://h/v@h"),
+            UrlError::StrayAt {
+                part: "virtual host"
+            }
+        );
+        assert_eq!(p("amqp://h/v%40h").virtual_host.as_deref(), Some("v@h"));
+    }
+
+    fn e_at(s: &str) -> UrlError {
+        s.parse::<TransportUrl>().unwrap_err()
     }
 
     #[test]

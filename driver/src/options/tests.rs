@@ -156,11 +156,21 @@ fn integer_bounds() {
                 min - 1,
                 if name.ends_with("_credit") {
                     format!("from {min} to {}", u32::MAX)
-                } else {
+                } else if ["connection_retry_backoff", "default_reply_retry"].contains(name) {
                     format!(">= {min}")
+                } else {
+                    format!("from {min} to {}", crate::MAX_TIMEOUT_SECS)
                 }
             )
         );
+        if !name.ends_with("_credit")
+            && !["connection_retry_backoff", "default_reply_retry"].contains(name)
+        {
+            // Durations are capped: one second more than the cap is refused.
+            let over = (crate::MAX_TIMEOUT_SECS + 1).to_string();
+            assert!(o.set(name, &over).is_err(), "{name} accepted {over}");
+            o.set(name, &crate::MAX_TIMEOUT_SECS.to_string()).unwrap();
+        }
         assert!(o.set(name, "abc").is_err());
         assert!(o.set(name, "1.5").is_err());
         assert!(o.set(name, "").is_err());
@@ -316,7 +326,7 @@ fn from_url_applies_query() {
     let e = Config::from_url("amqp://h/?idle_timeout=abc").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "transport_url: idle_timeout: invalid value \"abc\": expected an integer >= 0"
+        "transport_url: idle_timeout: invalid value \"abc\": expected an integer from 0 to 31536000"
     );
     let e = Config::from_url("amqp://h:x/").unwrap_err();
     assert!(matches!(
@@ -332,7 +342,7 @@ fn ini_error_message_format() {
     let e = ini(text).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "nova.conf:12: [oslo_messaging_amqp] idle_timeout: invalid value \"abc\": expected an integer >= 0"
+        "nova.conf:12: [oslo_messaging_amqp] idle_timeout: invalid value \"abc\": expected an integer from 0 to 31536000"
     );
     assert_eq!(e.line, Some(12));
     assert_eq!(e.section.as_deref(), Some("oslo_messaging_amqp"));
@@ -387,7 +397,7 @@ fn ini_syntax_errors() {
     let e = ini("[DEFAULT]\nrpc_response_timeout = soon\n").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "nova.conf:2: [DEFAULT] rpc_response_timeout: invalid value \"soon\": expected an integer >= 0"
+        "nova.conf:2: [DEFAULT] rpc_response_timeout: invalid value \"soon\": expected an integer from 0 to 31536000"
     );
     let e = ini("[oslo_messaging_notifications]\nretry = -2\n").unwrap_err();
     assert_eq!(
@@ -526,4 +536,21 @@ fn deprecated_notification_names() {
         e.to_string(),
         "nova.conf:2: [DEFAULT] notification_transport_url: unknown option \"bad\""
     );
+}
+
+#[test]
+fn secrets_never_print_in_clear() {
+    let mut cfg = Config::from_url("amqp://joe:Pw%2Fd7q@h1,ann:Pw%23e8r@h2/").unwrap();
+    cfg.amqp.set("ssl_key_password", "KeyPw55").unwrap();
+    let shown = format!(
+        "{cfg:?} {} {:?} {}",
+        cfg.transport_url, cfg.amqp, cfg.transport_url.hosts[1]
+    );
+    for secret in ["Pw/d7q", "Pw%2Fd7q", "Pw#e8r", "Pw%23e8r", "KeyPw55"] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    assert!(shown.contains("***"));
+    // Errors about options never echo a secret either (the secret option takes any text).
+    let e = Config::from_url("amqp://joe:Pw@h/?ssl_key_pasword=KeyPw55").unwrap_err();
+    assert!(!e.to_string().contains("Pw@"), "{e}");
 }

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::json::{to_python_json, write_map, write_str, write_value, Map, Value};
 use super::message::{
-    write_notification, write_request, wrong, Malformed, MessageId, Notification, NotifyVersion,
-    Priority, RemoteError, ReplyBody, Request, ENVELOPE_MESSAGE_KEY, ENVELOPE_VERSION_KEY,
+    clip, write_notification, write_request, wrong, Malformed, MessageId, Notification,
+    NotifyVersion, Priority, RemoteError, ReplyBody, Request, ENVELOPE_MESSAGE_KEY,
+    ENVELOPE_VERSION_KEY,
 };
 
 /// The message type sent with fe2o3's `Sender::send`.
@@ -362,6 +363,12 @@ impl IncomingMessage {
             IncomingBody::None => return Err(Malformed::NoBody),
             IncomingBody::Other(d) => return Err(Malformed::NotText(d.clone())),
         };
+        if text.len() > crate::limits::MAX_BODY_BYTES {
+            return Err(Malformed::TooLarge {
+                bytes: text.len(),
+                max: crate::limits::MAX_BODY_BYTES,
+            });
+        }
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(other) => Err(wrong("body", "object", &other)),
@@ -400,7 +407,7 @@ fn unwrap_envelope(v: Value) -> Result<(Value, bool), Malformed> {
         other => to_python_json(other),
     };
     if !envelope_version_ok(&ver) {
-        return Err(Malformed::UnsupportedEnvelopeVersion(ver));
+        return Err(Malformed::UnsupportedEnvelopeVersion(clip(&ver)));
     }
     let Value::String(inner) = msg else {
         return Err(wrong(ENVELOPE_MESSAGE_KEY, "string", msg));
@@ -553,4 +560,53 @@ pub fn decode_notification(
         NotifyVersion::V1
     };
     Ok((ctx, notification, version))
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn incoming(body: IncomingBody) -> IncomingMessage {
+        IncomingMessage {
+            to: None,
+            message_id: None,
+            reply_to: None,
+            correlation_id: None,
+            ttl_ms: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_refused_unparsed() {
+        let max = crate::limits::MAX_BODY_BYTES;
+        let m = incoming(IncomingBody::Text(" ".repeat(max + 1)));
+        assert_eq!(
+            decode_request(&m),
+            Err(Malformed::TooLarge {
+                bytes: max + 1,
+                max
+            })
+        );
+        assert!(matches!(
+            decode_notification(&m),
+            Err(Malformed::TooLarge { .. })
+        ));
+        assert!(matches!(decode_reply(&m), Err(Malformed::TooLarge { .. })));
+    }
+
+    #[test]
+    fn peer_text_in_errors_is_clipped() {
+        let long = "9".repeat(10_000);
+        let body = format!(
+            r#"{{"request": {{"oslo.version": "{long}", "oslo.message": "{{}}"}}, "context": {{}}}}"#
+        );
+        let e = decode_request(&incoming(IncomingBody::Text(body))).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
+        let body = format!(
+            r#"{{"request": {{"event_type": "e", "priority": "{long}"}}, "context": {{}}}}"#
+        );
+        let e = decode_notification(&incoming(IncomingBody::Text(body))).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
+    }
 }

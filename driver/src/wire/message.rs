@@ -127,6 +127,28 @@ pub enum Malformed {
     /// The transfer payload is not a valid AMQP message.
     #[error("invalid AMQP message encoding: {0}")]
     Amqp(String),
+    /// The body is larger than [`crate::MAX_BODY_BYTES`]; it is not parsed.
+    #[error("body of {bytes} bytes is larger than the {max} bytes this driver decodes")]
+    TooLarge {
+        /// The body's size.
+        bytes: usize,
+        /// The limit ([`crate::MAX_BODY_BYTES`]).
+        max: usize,
+    },
+}
+
+/// At most this many characters of a peer's text are kept in a [`Malformed`].
+const CLIP_CHARS: usize = 64;
+
+/// `s`, cut to [`CLIP_CHARS`] characters (with `...` when cut), so that an
+/// error about a peer's value never carries a huge string into a log line.
+pub(super) fn clip(s: &str) -> String {
+    if s.chars().count() <= CLIP_CHARS {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(CLIP_CHARS).collect();
+    out.push_str("...");
+    out
 }
 
 pub(super) fn type_name(v: &Value) -> &'static str {
@@ -413,7 +435,7 @@ impl FromStr for Priority {
             "error" => Priority::Error,
             "critical" => Priority::Critical,
             "sample" => Priority::Sample,
-            _ => return Err(Malformed::BadPriority(s.to_string())),
+            _ => return Err(Malformed::BadPriority(clip(s))),
         })
     }
 }

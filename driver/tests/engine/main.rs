@@ -4,6 +4,7 @@ mod close_flush;
 mod common;
 mod failover;
 mod links;
+mod malformed;
 mod notify;
 mod rabbitmq;
 mod rpc;
