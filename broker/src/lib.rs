@@ -90,6 +90,37 @@ pub enum BrokerError {
     Tls(String),
 }
 
+/// The messages a broker held in its queues when it stopped, for a restart that keeps them
+/// ([`Broker::shutdown_keeping_store`], [`Broker::start_with_store`]): what a broker with a
+/// persistent store (qpidd with its store module, RabbitMQ's durable queues) gives back after a
+/// restart. Unsettled deliveries are in it too: their consumers gave them back when the
+/// connections closed.
+#[derive(Default)]
+pub struct Store {
+    queues: Vec<(String, Vec<node::Stored>)>,
+}
+
+impl Store {
+    /// How many messages it holds.
+    pub fn messages(&self) -> usize {
+        self.queues.iter().map(|(_, m)| m.len()).sum()
+    }
+
+    /// How many queues it holds messages of.
+    pub fn queues(&self) -> usize {
+        self.queues.len()
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("queues", &self.queues())
+            .field("messages", &self.messages())
+            .finish()
+    }
+}
+
 /// A running broker. Dropping it stops it (without waiting); prefer [`Broker::shutdown`].
 #[derive(Debug)]
 pub struct Broker {
@@ -102,6 +133,16 @@ pub struct Broker {
 impl Broker {
     /// Binds the listener (loopback only) and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        Broker::start_with_store(config, &mut Store::default()).await
+    }
+
+    /// Like [`Broker::start`], with the queues and messages of `store` declared before the first
+    /// connection is accepted. `store` is emptied only when the broker started: a failed start
+    /// (the port still taken) can be retried with it.
+    pub async fn start_with_store(
+        config: BrokerConfig,
+        store: &mut Store,
+    ) -> Result<Broker, BrokerError> {
         let tls = match &config.tls {
             Some(t) => Some(tls::acceptor(t)?),
             None => None,
@@ -114,6 +155,7 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| BrokerError::Bind { addr: bind, source })?;
+        core.restore_store(std::mem::take(&mut store.queues));
         tracing::info!(flavour = %core.flavour, %local_addr, "embedded broker listening");
         let accept_task = tokio::spawn(core::accept_loop(core.clone(), listener));
         Ok(Broker {
@@ -155,6 +197,16 @@ impl Broker {
         Faults {
             state: self.core.faults.clone(),
             core: Arc::downgrade(&self.core),
+        }
+    }
+
+    /// Shuts down as [`Broker::shutdown`] does and returns what its queues held (consumers give
+    /// their unsettled deliveries back first), for [`Broker::start_with_store`].
+    pub async fn shutdown_keeping_store(self) -> Store {
+        let core = self.core.clone();
+        self.shutdown().await;
+        Store {
+            queues: core.take_store(),
         }
     }
 

@@ -271,6 +271,26 @@ impl Node {
         }
     }
 
+    /// Queue: takes every stored message that has not expired (a restart that keeps the store).
+    pub(crate) fn take_stored(&self) -> Vec<Stored> {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        st.queue
+            .drain(..)
+            .filter(|s| !s.is_expired(now))
+            .map(|mut s| {
+                s.reply = None;
+                s
+            })
+            .collect()
+    }
+
+    /// Queue: stores messages kept from before a restart (in their order, behind nothing).
+    pub(crate) fn restore(&self, items: Vec<Stored>) {
+        let mut st = lock(&self.state);
+        st.queue.extend(items);
+    }
+
     pub(crate) fn link_attached(&self) {
         lock(&self.state).links += 1;
     }

@@ -263,6 +263,27 @@ impl Core {
             .clone()
     }
 
+    /// Takes the messages stored in queues (not temporary ones), by queue name.
+    pub(crate) fn take_store(&self) -> Vec<(String, Vec<crate::node::Stored>)> {
+        let nodes: Vec<Arc<Node>> = lock(&self.nodes).values().cloned().collect();
+        let mut out: Vec<(String, Vec<crate::node::Stored>)> = nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Queue && !n.temporary && n.management.is_none())
+            .map(|n| (n.name.clone(), n.take_stored()))
+            .filter(|(_, m)| !m.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Declares the queues of a kept store and puts their messages back.
+    pub(crate) fn restore_store(&self, store: Vec<(String, Vec<crate::node::Stored>)>) {
+        for (name, items) in store {
+            let node = self.insert_node(Node::new(name, NodeKind::Queue, false, false, None));
+            node.restore(items);
+        }
+    }
+
     fn node(&self, name: &str) -> Option<Arc<Node>> {
         lock(&self.nodes).get(name).cloned()
     }

@@ -34,7 +34,8 @@ pub struct SoakArgs {
     /// How long the broker stays down at each restart.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
     pub down_for: Duration,
-    /// Backend (default: process for the embedded broker, so that memory is the driver's alone).
+    /// Backend (default: the scenario's; the embedded broker then runs in this process, its memory
+    /// counted with the driver's, and its restarts keep the store when the scenario says `store: keep`).
     #[arg(long, value_name = "BACKEND", value_parser = crate::cli::parse_backend)]
     pub backend: Option<BackendKind>,
     /// Broker instead of the scenario's: KIND[:FLAVOUR].
@@ -50,14 +51,8 @@ pub struct SoakArgs {
 
 /// `harness soak`.
 pub async fn run(args: SoakArgs, templates: &std::path::Path) -> i32 {
-    let own_embedded = args
-        .broker
-        .as_ref()
-        .is_none_or(|b| matches!(b, BrokerChoice::Embedded(_)));
     let overrides = Overrides {
-        backend: args
-            .backend
-            .or(own_embedded.then_some(BackendKind::Process)),
+        backend: args.backend,
         broker: args.broker.clone(),
         ..Overrides::default()
     };
@@ -102,7 +97,7 @@ pub async fn run(args: SoakArgs, templates: &std::path::Path) -> i32 {
             .unwrap_or("-".into())
     };
     outln!(
-        "{}: soak {} ({}) {:.0} s, {} restarts\n  {}\n  RSS after warm-up {}, at the end {} ({}), peak {}",
+        "{}: soak {} ({}) {:.0} s, {} restarts\n  {}\n  RSS of this process (driver, and an embedded broker) after warm-up {}, at the end {} ({}), peak {}",
         if report.problems.is_empty() { "ok" } else { "FAILED" },
         report.file,
         report.broker,

@@ -2,6 +2,10 @@
 //!
 //! Every node is a `broker::Broker` on its own 127.0.0.1 port. `kill` shuts the node down, `restart` starts
 //! it again on the same port, `pause`/`resume` and `drop_connections` use the broker's fault hooks.
+//!
+//! Like the real brokers with oslo's non-durable messages, a restarted node has lost what its queues
+//! held; the override `store: keep` makes restarts keep it, as a broker with a persistent store does
+//! (what `harness soak` uses to show that nothing the broker acknowledged is lost).
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -65,6 +69,7 @@ impl Backend for EmbeddedBackend {
                 });
             }
             let base = config_for(spec)?;
+            let keep_store = keeps_store(spec)?;
             let mut nodes: Vec<Box<dyn BrokerNode>> = Vec::new();
             for i in 0..spec.nodes.max(1) {
                 let mut cfg = base.clone();
@@ -81,6 +86,7 @@ impl Backend for EmbeddedBackend {
                     name: format!("node{i}"),
                     addr: broker.local_addr(),
                     config: cfg,
+                    keep_store,
                     broker: Mutex::new(Some(broker)),
                 }));
             }
@@ -89,11 +95,25 @@ impl Backend for EmbeddedBackend {
     }
 }
 
+/// The `store` override: `keep` (restarts keep queued messages) or `drop` (the default).
+fn keeps_store(spec: &BrokerSpec) -> Result<bool, BackendError> {
+    match spec.overrides.get("store").map(String::as_str) {
+        None | Some("drop") => Ok(false),
+        Some("keep") => Ok(true),
+        Some(other) => Err(BackendError::Start {
+            message: format!("override store: '{other}' is not one of: keep, drop"),
+            log_tail: String::new(),
+        }),
+    }
+}
+
 /// One embedded broker node.
 struct EmbeddedNode {
     name: String,
     addr: SocketAddr,
     config: BrokerConfig,
+    /// Restarts keep what the queues held.
+    keep_store: bool,
     broker: Mutex<Option<Broker>>,
 }
 
@@ -143,12 +163,21 @@ impl BrokerNode for EmbeddedNode {
 
     fn restart(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
+            let mut store = broker::Store::default();
             if let Some(b) = self.take() {
-                b.shutdown().await;
+                store = b.shutdown_keeping_store().await;
+                if !self.keep_store && store.messages() > 0 {
+                    tracing::info!(
+                        node = %self.name,
+                        messages = store.messages(),
+                        "restart drops the non-durable messages the queues held (override store: keep keeps them)"
+                    );
+                    store = broker::Store::default();
+                }
             }
             let mut last = String::new();
             for _ in 0..50 {
-                match Broker::start(self.config.clone()).await {
+                match Broker::start_with_store(self.config.clone(), &mut store).await {
                     Ok(b) => {
                         if let Ok(mut slot) = self.broker.lock() {
                             *slot = Some(b);
