@@ -117,7 +117,8 @@ pub(crate) async fn deliver(
                     // Written but unsettled when the link or connection failed:
                     // fail at once, never resend (no duplicates).
                     return Err(SendErr::DeliveryFailed(format!(
-                        "lost before settlement: {e}"
+                        "lost before settlement: {}",
+                        link_lost(&e)
                     )));
                 }
             },
@@ -132,6 +133,23 @@ pub(crate) async fn deliver(
         {
             return Err(SendErr::TimedOut);
         }
+    }
+}
+
+/// Why a written message's link or connection went away, in the broker's words where it gave some
+/// (`the broker closed the link: amqp:internal-error: ...`), not fe2o3's debug form.
+fn link_lost(e: &fe2o3_amqp::link::SendError) -> String {
+    use fe2o3_amqp::link::{LinkStateError as L, SendError as S};
+    match e {
+        S::LinkStateError(L::RemoteClosedWithError(err)) => {
+            format!("the broker closed the link: {}", Condition::from(err))
+        }
+        S::LinkStateError(L::RemoteDetachedWithError(err)) => {
+            format!("the broker detached the link: {}", Condition::from(err))
+        }
+        S::LinkStateError(L::RemoteClosed) => "the broker closed the link".to_string(),
+        S::LinkStateError(L::RemoteDetached) => "the broker detached the link".to_string(),
+        other => other.to_string(),
     }
 }
 

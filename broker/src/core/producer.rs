@@ -161,7 +161,10 @@ impl Producer<'_> {
                 let restore = self.receiver.credit_mode().clone();
                 self.receiver.set_credit_mode(CreditMode::Manual);
                 self.held = Some(HeldCredit { restore, until });
-                let r = self.receiver.set_credit(0).await;
+                // Drain, not a flow with zero credit: a transfer already on its way when the
+                // credit were cut would overrun it and end the link; a drain lets the client use
+                // or give back what it holds (the client echoes a flow with its credit spent).
+                let r = self.receiver.drain().await.map_err(|e| e.to_string());
                 self.core.faults.withheld.fetch_add(1, Ordering::AcqRel);
                 r
             }
@@ -177,7 +180,10 @@ impl Producer<'_> {
                 };
                 self.core.faults.withheld.fetch_sub(1, Ordering::AcqRel);
                 self.receiver.set_credit_mode(h.restore);
-                self.receiver.set_credit(credit).await
+                self.receiver
+                    .set_credit(credit)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             (None, None) => Ok(()),
         };

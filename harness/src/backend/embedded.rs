@@ -222,6 +222,55 @@ impl BrokerNode for EmbeddedNode {
         })
     }
 
+    fn broker_fault<'a>(
+        &'a self,
+        fault: &'a crate::scenario::BrokerFaultOp,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        use crate::scenario::BrokerFaultOp as F;
+        Box::pin(async move {
+            let f = self
+                .faults()
+                .ok_or_else(|| self.fault_err("broker_fault"))?;
+            match fault {
+                F::CloseLinks {
+                    address,
+                    times,
+                    condition,
+                    description,
+                } => f.close_links(address, *times, condition, description),
+                F::RefuseAttach {
+                    address,
+                    condition,
+                    description,
+                } => f.refuse_attach(address, condition, description),
+                F::ReleaseNext(n) => f.release_next(*n),
+                F::RejectNext(n) => f.reject_next(*n),
+                F::ModifyNext {
+                    count,
+                    delivery_failed,
+                    undeliverable_here,
+                } => f.modify_next(*count, *delivery_failed, *undeliverable_here),
+                F::WithholdCredit { address, duration } => {
+                    // The step ends once the broker has drained the links it holds now (bounded:
+                    // a pattern no producer matches yet holds the links attached later).
+                    let before = f.links_without_credit();
+                    f.withhold_credit(address, *duration);
+                    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+                    while f.links_without_credit() == before && tokio::time::Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                F::SlowConsumers {
+                    address,
+                    delay,
+                    duration,
+                } => f.slow_consumers(address, *delay, *duration),
+                F::Clear => f.clear(),
+            }
+            Ok(())
+        })
+    }
+
     fn counters(&self) -> Option<serde_json::Value> {
         let b = self.broker.lock().ok()?;
         let c = b.as_ref()?.counters();

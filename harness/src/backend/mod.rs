@@ -356,6 +356,20 @@ pub trait BrokerNode: Send + Sync {
     fn ca_pem(&self) -> Option<String> {
         None
     }
+    /// A fault inside the broker (`broker_fault:`): only brokers with fault controls (the embedded
+    /// broker) have them.
+    fn broker_fault<'a>(
+        &'a self,
+        fault: &'a crate::scenario::BrokerFaultOp,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let what = format!("broker_fault {}", fault.label());
+        Box::pin(async move {
+            Err(BackendError::Unsupported {
+                backend: "",
+                what,
+            })
+        })
+    }
 }
 
 impl fmt::Debug for dyn BrokerNode {

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use crate::scenario::NetFaultKind;
 
 /// Whether this process made a table (so that only then is it removed).
+/// Faults installed and not yet healed, in this process.
+static LIVE_CHAINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static MADE_TABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn table() -> String {
@@ -79,6 +81,7 @@ impl Dropping {
         ))
         .await?;
         MADE_TABLE.store(true, Ordering::SeqCst);
+        LIVE_CHAINS.fetch_add(1, Ordering::SeqCst);
         Ok(Dropping {
             chain,
             healed: false,
@@ -88,6 +91,7 @@ impl Dropping {
     /// Removes the rules.
     pub async fn heal(mut self) -> Result<(), String> {
         self.healed = true;
+        LIVE_CHAINS.fetch_sub(1, Ordering::SeqCst);
         nft(&format!("delete chain inet {} {}\n", table(), self.chain)).await
     }
 }
@@ -95,6 +99,7 @@ impl Dropping {
 impl Drop for Dropping {
     fn drop(&mut self) {
         if !self.healed {
+            LIVE_CHAINS.fetch_sub(1, Ordering::SeqCst);
             // Blocking, once: a rule left behind would keep dropping this port's packets.
             let _ = std::process::Command::new("nft")
                 .args(["delete", "chain", "inet", &table(), &self.chain])
@@ -105,9 +110,10 @@ impl Drop for Dropping {
     }
 }
 
-/// Removes this process's nftables table (every rule it made), if there is one.
+/// Removes this process's nftables table (every rule it made), if there is one and no other run of
+/// this process (scenarios run side by side in tests and matrices) has a fault in it now.
 pub fn remove_table() {
-    if !MADE_TABLE.swap(false, Ordering::SeqCst) {
+    if LIVE_CHAINS.load(Ordering::SeqCst) > 0 || !MADE_TABLE.swap(false, Ordering::SeqCst) {
         return;
     }
     let _ = std::process::Command::new("nft")

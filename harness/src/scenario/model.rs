@@ -289,6 +289,9 @@ pub enum Step {
     TrafficStop(TrafficStopStep),
     /// Break the network between the clients and a broker node for a while.
     Network(NetworkStep),
+    /// A fault inside the broker, through its own fault controls (link closes, forced outcomes,
+    /// withheld credit, slow consumers, refused attaches).
+    BrokerFault(BrokerFaultStep),
 }
 
 impl Step {
@@ -310,6 +313,7 @@ impl Step {
             Step::Traffic(_) => "traffic",
             Step::TrafficStop(_) => "traffic_stop",
             Step::Network(_) => "network",
+            Step::BrokerFault(_) => "broker_fault",
         }
     }
 }
@@ -617,4 +621,106 @@ pub struct NetworkStep {
     /// How long (duration).
     #[serde(rename = "for")]
     pub duration: String,
+}
+
+/// `broker_fault:` step: exactly one of its faults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerFaultStep {
+    /// Node name or index; default `node0`.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Close links on matching addresses, `times` closes in all (a retry budget's test).
+    #[serde(default)]
+    pub close_links: Option<CloseLinksFault>,
+    /// Refuse attaches to matching addresses.
+    #[serde(default)]
+    pub refuse_attach: Option<RefuseAttachFault>,
+    /// Answer the next N incoming unsettled deliveries `released` (not routed).
+    #[serde(default)]
+    pub release_next: Option<usize>,
+    /// Answer the next N incoming unsettled deliveries `rejected` (not routed).
+    #[serde(default)]
+    pub reject_next: Option<usize>,
+    /// Answer the next deliveries `modified` (not routed).
+    #[serde(default)]
+    pub modify_next: Option<ModifyNextFault>,
+    /// Give producers on matching addresses no credit.
+    #[serde(default)]
+    pub withhold_credit: Option<AddressFault>,
+    /// Delay each delivery to consumers on matching addresses.
+    #[serde(default)]
+    pub slow_consumers: Option<SlowConsumersFault>,
+    /// Clear every broker fault of the node.
+    #[serde(default)]
+    pub clear: bool,
+}
+
+/// `close_links:` of a `broker_fault:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseLinksFault {
+    /// Address pattern (unanchored regular expression).
+    pub address: String,
+    /// How many closes in all (links attached now first, then each new attach); default 1.
+    #[serde(default)]
+    pub times: Option<usize>,
+    /// The error condition of the detach (default `amqp:internal-error`).
+    #[serde(default)]
+    pub condition: Option<String>,
+    /// Its description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `refuse_attach:` of a `broker_fault:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefuseAttachFault {
+    /// Address pattern (unanchored regular expression).
+    pub address: String,
+    /// The error condition (default `amqp:not-found`).
+    #[serde(default)]
+    pub condition: Option<String>,
+    /// Its description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `modify_next:` of a `broker_fault:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModifyNextFault {
+    /// How many deliveries.
+    pub count: usize,
+    /// The `delivery-failed` flag.
+    #[serde(default)]
+    pub delivery_failed: bool,
+    /// The `undeliverable-here` flag.
+    #[serde(default)]
+    pub undeliverable_here: bool,
+}
+
+/// An address pattern and an optional time (`withhold_credit:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressFault {
+    /// Address pattern (unanchored regular expression).
+    pub address: String,
+    /// For how long (duration); until `clear` when not given.
+    #[serde(rename = "for", default)]
+    pub duration: Option<String>,
+}
+
+/// `slow_consumers:` of a `broker_fault:` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowConsumersFault {
+    /// Address pattern (unanchored regular expression).
+    pub address: String,
+    /// Delay before each delivery (duration).
+    pub delay: String,
+    /// For how long (duration); until `clear` when not given.
+    #[serde(rename = "for", default)]
+    pub duration: Option<String>,
 }

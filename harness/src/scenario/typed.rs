@@ -361,6 +361,8 @@ pub enum StepKind {
     TrafficStop(TrafficStop),
     /// A network fault.
     Network(NetFault),
+    /// A fault inside the broker.
+    BrokerFault(BrokerFault),
 }
 
 impl StepKind {
@@ -379,6 +381,7 @@ impl StepKind {
             StepKind::Traffic(_) => "traffic",
             StepKind::TrafficStop(_) => "traffic_stop",
             StepKind::Network(_) => "network",
+            StepKind::BrokerFault(_) => "broker_fault",
         }
     }
 }
@@ -680,6 +683,91 @@ impl Scenario {
                 })
             )
         })
+    }
+}
+
+/// A fault inside one broker node (`broker_fault:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerFault {
+    /// Which node (index).
+    pub node: usize,
+    /// What.
+    pub op: BrokerFaultOp,
+}
+
+/// Faults inside a broker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerFaultOp {
+    /// Close links on addresses matching `address`, `times` closes in all.
+    CloseLinks {
+        /// Address pattern.
+        address: String,
+        /// Closes in all.
+        times: usize,
+        /// Error condition.
+        condition: String,
+        /// Error description.
+        description: String,
+    },
+    /// Refuse attaches to addresses matching `address`.
+    RefuseAttach {
+        /// Address pattern.
+        address: String,
+        /// Error condition.
+        condition: String,
+        /// Error description.
+        description: String,
+    },
+    /// Answer the next `count` incoming deliveries `released`.
+    ReleaseNext(usize),
+    /// Answer the next `count` incoming deliveries `rejected`.
+    RejectNext(usize),
+    /// Answer the next `count` incoming deliveries `modified`.
+    ModifyNext {
+        /// How many.
+        count: usize,
+        /// `delivery-failed`.
+        delivery_failed: bool,
+        /// `undeliverable-here`.
+        undeliverable_here: bool,
+    },
+    /// No credit for producers on matching addresses (for a while, or until cleared).
+    WithholdCredit {
+        /// Address pattern.
+        address: String,
+        /// For how long.
+        duration: Option<Duration>,
+    },
+    /// Delay each delivery to consumers on matching addresses.
+    SlowConsumers {
+        /// Address pattern.
+        address: String,
+        /// Delay per delivery.
+        delay: Duration,
+        /// For how long.
+        duration: Option<Duration>,
+    },
+    /// Clear every fault.
+    Clear,
+}
+
+impl BrokerFaultOp {
+    /// Short description for the transcript (`close_links /exclusive/ x3`).
+    pub fn label(&self) -> String {
+        match self {
+            BrokerFaultOp::CloseLinks { address, times, .. } => {
+                format!("close_links /{address}/ x{times}")
+            }
+            BrokerFaultOp::RefuseAttach { address, .. } => format!("refuse_attach /{address}/"),
+            BrokerFaultOp::ReleaseNext(n) => format!("release_next {n}"),
+            BrokerFaultOp::RejectNext(n) => format!("reject_next {n}"),
+            BrokerFaultOp::ModifyNext { count, .. } => format!("modify_next {count}"),
+            BrokerFaultOp::WithholdCredit { address, .. } => {
+                format!("withhold_credit /{address}/")
+            }
+            BrokerFaultOp::SlowConsumers { address, .. } => format!("slow_consumers /{address}/"),
+            BrokerFaultOp::Clear => "clear".to_string(),
+        }
     }
 }
 

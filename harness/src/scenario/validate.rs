@@ -770,6 +770,7 @@ fn step_kind(
         model::Step::DropConnections(n) => fault(v, p, FaultOp::DropConnections, &n.node, nodes)?,
         model::Step::Traffic(t) => StepKind::Traffic(traffic(v, p, t)?),
         model::Step::Network(x) => StepKind::Network(network(v, p, x, nodes)?),
+        model::Step::BrokerFault(x) => StepKind::BrokerFault(broker_fault(v, p, x, nodes)?),
         model::Step::TrafficStop(t) => StepKind::TrafficStop(TrafficStop {
             name: t.name.clone(),
             drain: v
@@ -1075,4 +1076,135 @@ fn network(v: &mut V<'_>, p: &str, x: &model::NetworkStep, nodes: usize) -> Opti
         kind,
         duration: duration?,
     })
+}
+
+fn address_pattern(v: &mut V<'_>, path: &str, a: &str) -> Option<String> {
+    match regex::Regex::new(a) {
+        Ok(_) if !a.is_empty() => Some(a.to_string()),
+        Ok(_) => {
+            v.at(
+                path,
+                "empty address pattern".into(),
+                "expected a regular expression matching the addresses",
+                None,
+            );
+            None
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let last = why.lines().last().unwrap_or("").trim().to_string();
+            v.at(
+                path,
+                format!("invalid address pattern: {last}"),
+                "expected an (unanchored) regular expression",
+                None,
+            );
+            None
+        }
+    }
+}
+
+fn broker_fault(
+    v: &mut V<'_>,
+    p: &str,
+    x: &model::BrokerFaultStep,
+    nodes: usize,
+) -> Option<BrokerFault> {
+    let node = match fault(v, p, FaultOp::Kill, &x.node, nodes)? {
+        StepKind::Fault(f) => f.node,
+        _ => 0,
+    };
+    let chosen = [
+        x.close_links.is_some(),
+        x.refuse_attach.is_some(),
+        x.release_next.is_some(),
+        x.reject_next.is_some(),
+        x.modify_next.is_some(),
+        x.withhold_credit.is_some(),
+        x.slow_consumers.is_some(),
+        x.clear,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if chosen != 1 {
+        v.at_key(
+            p,
+            "a broker_fault step does exactly one of `close_links`, `refuse_attach`, `release_next`, \
+             `reject_next`, `modify_next`, `withhold_credit`, `slow_consumers` or `clear: true`"
+                .into(),
+            "choose one",
+            None,
+        );
+        return None;
+    }
+    let max = limits::MAX_REPEAT;
+    let op = if let Some(c) = &x.close_links {
+        let q = format!("{p}.close_links");
+        let address = address_pattern(v, &format!("{q}.address"), &c.address);
+        let times = v.count(&format!("{q}.times"), "times", c.times.unwrap_or(1), 1, max);
+        BrokerFaultOp::CloseLinks {
+            address: address?,
+            times: times?,
+            condition: c
+                .condition
+                .clone()
+                .unwrap_or_else(|| "amqp:internal-error".into()),
+            description: c
+                .description
+                .clone()
+                .unwrap_or_else(|| "amqp1-rig fault: link closed".into()),
+        }
+    } else if let Some(r) = &x.refuse_attach {
+        let q = format!("{p}.refuse_attach");
+        BrokerFaultOp::RefuseAttach {
+            address: address_pattern(v, &format!("{q}.address"), &r.address)?,
+            condition: r
+                .condition
+                .clone()
+                .unwrap_or_else(|| "amqp:not-found".into()),
+            description: r
+                .description
+                .clone()
+                .unwrap_or_else(|| "amqp1-rig fault: attach refused".into()),
+        }
+    } else if let Some(n) = x.release_next {
+        BrokerFaultOp::ReleaseNext(v.count(&format!("{p}.release_next"), "release_next", n, 1, max)?)
+    } else if let Some(n) = x.reject_next {
+        BrokerFaultOp::RejectNext(v.count(&format!("{p}.reject_next"), "reject_next", n, 1, max)?)
+    } else if let Some(m) = &x.modify_next {
+        let q = format!("{p}.modify_next");
+        BrokerFaultOp::ModifyNext {
+            count: v.count(&format!("{q}.count"), "count", m.count, 1, max)?,
+            delivery_failed: m.delivery_failed,
+            undeliverable_here: m.undeliverable_here,
+        }
+    } else if let Some(w) = &x.withhold_credit {
+        let q = format!("{p}.withhold_credit");
+        let address = address_pattern(v, &format!("{q}.address"), &w.address);
+        let duration = match &w.duration {
+            Some(d) => Some(v.duration_str(&format!("{q}.for"), d)?),
+            None => None,
+        };
+        BrokerFaultOp::WithholdCredit {
+            address: address?,
+            duration,
+        }
+    } else if let Some(s) = &x.slow_consumers {
+        let q = format!("{p}.slow_consumers");
+        let address = address_pattern(v, &format!("{q}.address"), &s.address);
+        let delay = v.duration_str(&format!("{q}.delay"), &s.delay);
+        let duration = match &s.duration {
+            Some(d) => Some(v.duration_str(&format!("{q}.for"), d)?),
+            None => None,
+        };
+        BrokerFaultOp::SlowConsumers {
+            address: address?,
+            delay: delay?,
+            duration,
+        }
+    } else {
+        BrokerFaultOp::Clear
+    };
+    Some(BrokerFault { node, op })
 }

@@ -1,9 +1,10 @@
-//! Broker faults: `kill`, `restart`, `drop_connections`, `pause`.
+//! Broker faults: `kill`, `restart`, `drop_connections`, `pause`, and `broker_fault` (faults inside
+//! the broker through its own fault controls).
 
 use super::StepCtx;
 use crate::backend::BackendError;
 use crate::runner::check::StepOutcome;
-use crate::scenario::{Fault, FaultOp};
+use crate::scenario::{BrokerFault, Fault, FaultOp};
 
 /// Performs `f` on its node of the managed broker.
 pub async fn fault(ctx: &mut StepCtx<'_>, n: usize, f: &Fault) -> StepOutcome {
@@ -61,6 +62,42 @@ pub async fn fault(ctx: &mut StepCtx<'_>, n: usize, f: &Fault) -> StepOutcome {
         Err(e) => {
             ctx.transcript
                 .step(format!("{n} {op} {node_name} -> error"));
+            StepOutcome::fail(e.to_string())
+        }
+    }
+}
+
+/// Sets `f` inside its node of the managed broker.
+pub async fn broker_fault(ctx: &mut StepCtx<'_>, n: usize, f: &BrokerFault) -> StepOutcome {
+    let label = f.op.label();
+    let node_name = format!("node{}", f.node);
+    let Some(h) = ctx.brokers.main() else {
+        ctx.transcript.step(format!(
+            "{n} broker_fault {label} {node_name} -> skipped (no managed broker)"
+        ));
+        return StepOutcome::skipped("broker faults need a broker started by the harness (not --url)");
+    };
+    let Some(node) = h.nodes.get(f.node) else {
+        return StepOutcome::fail(format!("no broker node {node_name}"));
+    };
+    match node.broker_fault(&f.op).await {
+        Ok(()) => {
+            ctx.transcript
+                .step(format!("{n} broker_fault {label} {node_name} -> ok"));
+            StepOutcome::pass()
+        }
+        Err(BackendError::Unsupported { .. }) => {
+            ctx.transcript.step(format!(
+                "{n} broker_fault {label} {node_name} -> skipped (unsupported)"
+            ));
+            StepOutcome::skipped(format!(
+                "{} has no fault controls for broker_fault (the embedded broker has)",
+                node.product()
+            ))
+        }
+        Err(e) => {
+            ctx.transcript
+                .step(format!("{n} broker_fault {label} {node_name} -> error"));
             StepOutcome::fail(e.to_string())
         }
     }

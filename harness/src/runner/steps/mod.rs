@@ -58,6 +58,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, step: &Step) -> StepOutcome {
         StepKind::Traffic(t) => traffic::start(ctx, n, t),
         StepKind::TrafficStop(t) => traffic::stop(ctx, n, t).await,
         StepKind::Network(f) => network::network(ctx, n, f).await,
+        StepKind::BrokerFault(f) => fault::broker_fault(ctx, n, f).await,
     }
 }
 
