@@ -40,8 +40,39 @@ def emit(obj):
     OUT.flush()
 
 
-class TestTimeout(Exception):
-    """A test ran past --test-timeout."""
+class TestTimeout(BaseException):
+    """A test ran past --test-timeout. A BaseException, so that a test's own `except Exception`
+    (a retry loop around a call that never returns) cannot swallow it."""
+
+
+# Grace after --test-timeout before the watchdog ends a test that SIGALRM did not stop (blocked in C,
+# or its teardown hanging): the runner reports it and exits; the harness runs the rest anew.
+WATCHDOG_GRACE = 30.0
+WATCHDOG = {"deadline": None, "test": None, "started": 0.0}
+
+
+def start_watchdog(test_timeout):
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            deadline = WATCHDOG["deadline"]
+            if deadline is not None and time.monotonic() > deadline:
+                emit({
+                    "event": "result",
+                    "id": WATCHDOG["test"],
+                    "status": "error",
+                    "seconds": round(time.monotonic() - WATCHDOG["started"], 3),
+                    "reason": "TestTimeout: the test ran past %ss and did not stop; the runner "
+                              "ended it" % test_timeout,
+                    "traceback": None,
+                    "log": [],
+                    "conditions": [],
+                })
+                os._exit(4)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class LogCapture(logging.Handler):
@@ -129,9 +160,12 @@ class JsonResult(unittest.TestResult):
         emit({"event": "start", "id": test.id()})
         if self.test_timeout:
             signal.alarm(self.test_timeout)
+            WATCHDOG.update(test=test.id(), started=self.started,
+                            deadline=self.started + self.test_timeout + WATCHDOG_GRACE)
 
     def stopTest(self, test):
         signal.alarm(0)
+        WATCHDOG["deadline"] = None
         if self.trap:
             self.conditions = self.trap.stop()
         if not self.reported:
@@ -213,6 +247,8 @@ def main(argv):
     p = argparse.ArgumentParser()
     p.add_argument("modules", nargs="+")
     p.add_argument("-k", dest="patterns", action="append", default=[])
+    p.add_argument("--id", dest="ids", action="append", default=[],
+                   help="only this test (exact id; repeatable)")
     p.add_argument("--list", action="store_true")
     p.add_argument("--test-timeout", type=int, default=0)
     args = p.parse_args(argv)
@@ -229,10 +265,15 @@ def main(argv):
         tests.extend(iter_tests(loader.loadTestsFromName(m)))
     if args.patterns:
         tests = [t for t in tests if any(k in t.id() for k in args.patterns)]
+    if args.ids:
+        wanted = set(args.ids)
+        tests = [t for t in tests if t.id() in wanted]
     emit({"event": "collected", "tests": [t.id() for t in tests]})
     if args.list:
         return 0
     signal.signal(signal.SIGALRM, on_alarm)
+    if args.test_timeout:
+        start_watchdog(args.test_timeout)
     result = JsonResult(args.test_timeout)
     logging.getLogger().addHandler(result.capture)
     t0 = time.monotonic()

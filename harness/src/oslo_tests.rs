@@ -258,7 +258,9 @@ pub enum Progress<'a> {
     Finished(&'a TestResult),
 }
 
-/// Runs `module` with `setup`; `progress` sees every test as it ends.
+/// Runs `module` with `setup`; `progress` sees every test as it ends. When the runner ends early (its
+/// watchdog ended a test that did not stop, or it crashed) after reporting at least one test, the tests
+/// it did not reach run in a new runner, so that one hung test costs its own timeout, not the others'.
 pub async fn run_module(
     setup: &Setup,
     module: &str,
@@ -267,14 +269,94 @@ pub async fn run_module(
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> ModuleRun {
     let started = Instant::now();
+    let mut run = ModuleRun {
+        module: module.to_string(),
+        tests: Vec::new(),
+        seconds: 0.0,
+        error: None,
+    };
+    let deadline = started + setup.module_timeout;
+    let mut collected: Option<Vec<String>> = None;
+    loop {
+        let remaining: Option<Vec<String>> = collected.as_ref().map(|all| {
+            all.iter()
+                .filter(|t| !run.tests.iter().any(|r| &r.id == *t))
+                .cloned()
+                .collect()
+        });
+        if remaining.as_ref().is_some_and(Vec::is_empty) {
+            break;
+        }
+        let before = run.tests.len();
+        let end = run_child(
+            setup,
+            module,
+            remaining.as_deref(),
+            deadline,
+            &mut run,
+            registry,
+            id,
+            progress,
+        )
+        .await;
+        if collected.is_none() {
+            collected = end.collected.clone();
+        }
+        match end.error {
+            None => break,
+            Some(e) => {
+                let progressed = run.tests.len() > before;
+                if end.timed_out || !progressed || collected.is_none() {
+                    run.error = Some(e);
+                    break;
+                }
+                tracing::info!(module, "{e}; running the tests it did not reach in a new runner");
+            }
+        }
+    }
+    run.seconds = started.elapsed().as_secs_f64();
+    run
+}
+
+/// How one runner process ended.
+#[derive(Debug)]
+struct ChildEnd {
+    /// The ids it collected (the first runner's are the module's).
+    collected: Option<Vec<String>>,
+    /// Why it did not finish, with its last stderr lines.
+    error: Option<String>,
+    /// The module's deadline passed.
+    timed_out: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_child(
+    setup: &Setup,
+    module: &str,
+    only: Option<&[String]>,
+    deadline: Instant,
+    run: &mut ModuleRun,
+    registry: &[KnownFailure],
+    id: &Identity,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> ChildEnd {
     let dir = tempfile::tempdir().ok();
     let mut cmd = tokio::process::Command::new(&setup.python);
     cmd.arg("-u")
         .arg(crate::peer::peers_dir().join("oslo_tests.py"))
         .arg("--test-timeout")
         .arg(setup.test_timeout.as_secs().max(1).to_string());
-    for k in &setup.patterns {
-        cmd.arg("-k").arg(k);
+    match only {
+        Some(ids) => {
+            for t in ids {
+                cmd.arg("--id").arg(t);
+            }
+        }
+        None => {
+            for k in &setup.patterns {
+                cmd.arg("-k").arg(k);
+            }
+        }
     }
     cmd.arg(module)
         .env("RPC_TRANSPORT_URL", &setup.rpc_url)
@@ -294,35 +376,42 @@ pub async fn run_module(
     if let Some(d) = &dir {
         cmd.current_dir(d.path());
     }
-    let mut run = ModuleRun {
-        module: module.to_string(),
-        tests: Vec::new(),
-        seconds: 0.0,
+    let mut end = ChildEnd {
+        collected: None,
         error: None,
+        timed_out: false,
     };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            run.error = Some(format!("cannot start {}: {e}", setup.python.display()));
-            return run;
+            end.error = Some(format!("cannot start {}: {e}", setup.python.display()));
+            return end;
         }
     };
     let tail = collect_stderr(child.stderr.take());
-    let read = read_results(&mut child, &mut run, module, registry, id, progress);
-    let outcome = tokio::time::timeout(setup.module_timeout, read).await;
+    let read = read_results(
+        &mut child,
+        run,
+        &mut end.collected,
+        module,
+        registry,
+        id,
+        progress,
+    );
+    let outcome = tokio::time::timeout_at(deadline.into(), read).await;
     let _ = child.start_kill();
     let status = child.wait().await.ok();
     let tail = tail.await.unwrap_or_default();
-    run.seconds = started.elapsed().as_secs_f64();
     match outcome {
         Err(_) => {
-            run.error = Some(format!(
+            end.timed_out = true;
+            end.error = Some(format!(
                 "the run did not finish within {}; last stderr lines:\n{tail}",
                 humantime::format_duration(setup.module_timeout)
             ))
         }
         Ok(false) => {
-            run.error = Some(format!(
+            end.error = Some(format!(
                 "the runner stopped before the end ({}); last stderr lines:\n{tail}",
                 status
                     .map(|s| s.to_string())
@@ -331,7 +420,7 @@ pub async fn run_module(
         }
         Ok(true) => {}
     }
-    run
+    end
 }
 
 /// `PATH` with the venv's `bin` first (a test starts `python3 -m oslo_metrics`).
@@ -363,6 +452,7 @@ fn collect_stderr(stderr: Option<tokio::process::ChildStderr>) -> tokio::task::J
 async fn read_results(
     child: &mut tokio::process::Child,
     run: &mut ModuleRun,
+    collected: &mut Option<Vec<String>>,
     module: &str,
     registry: &[KnownFailure],
     id: &Identity,
@@ -377,7 +467,13 @@ async fn read_results(
             continue;
         };
         match line.event.as_str() {
-            "collected" => progress(Progress::Collected(module, line.tests.len())),
+            "collected" => {
+                // A rerun of the rest collects fewer: the module's count is the first runner's.
+                if collected.is_none() {
+                    progress(Progress::Collected(module, line.tests.len()));
+                    *collected = Some(line.tests);
+                }
+            }
             "start" => progress(Progress::Started(line.id.as_deref().unwrap_or(""))),
             "result" => {
                 let mut t = result_of(line);

@@ -62,7 +62,7 @@ fn functional_tests_pass_on_the_embedded_qpidd_flavour() {
 fn functional_tests_are_expected_failures_on_rabbitmq3_with_its_words() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, text, doc) = oslo_tests(
-        &["--broker", "embedded:rabbitmq3", "--test-timeout", "60s"],
+        &["--broker", "embedded:rabbitmq3", "--test-timeout", "40s"],
         &dir.path().join("r.json"),
     );
     assert_eq!(code, Some(0), "{text}");

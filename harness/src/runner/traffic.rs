@@ -5,7 +5,7 @@
 //! Every traffic message carries a marker (`__traffic`: name, `seq`); the harness's services record
 //! marked deliveries here instead of in the transcript's deliveries, whose counts would depend on timing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,10 +37,70 @@ pub enum Kind {
     Notification,
 }
 
+/// A set of sequence numbers as a bitmap: a soak of hours sends millions of messages, and a tree of
+/// them would be the process's biggest memory growth (what the soak measures). One bit each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqSet {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl SeqSet {
+    /// Adds `seq`; returns whether it was new. Sequence numbers past a billion are ignored (the
+    /// traffic sends far fewer).
+    pub fn insert(&mut self, seq: u64) -> bool {
+        if seq >= 1 << 30 {
+            return false;
+        }
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        let new = self.words[w] & (1 << b) == 0;
+        self.words[w] |= 1 << b;
+        self.len += usize::from(new);
+        new
+    }
+
+    /// Whether `seq` is in it.
+    pub fn contains(&self, seq: u64) -> bool {
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        self.words.get(w).is_some_and(|x| x & (1 << b) != 0)
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many of `self` are also in `other`.
+    pub fn common(&self, other: &SeqSet) -> usize {
+        self.words
+            .iter()
+            .zip(&other.words)
+            .map(|(a, b)| (a & b).count_ones() as usize)
+            .sum()
+    }
+
+    /// The numbers, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, x)| {
+            (0..64u64)
+                .filter(move |b| x & (1 << b) != 0)
+                .map(move |b| w as u64 * 64 + b)
+        })
+    }
+}
+
 /// Marked deliveries received, by traffic and kind.
 #[derive(Debug, Default)]
 pub struct TrafficLog {
-    inner: Mutex<BTreeMap<(String, Kind), BTreeSet<u64>>>,
+    inner: Mutex<BTreeMap<(String, Kind), SeqSet>>,
 }
 
 impl TrafficLog {
@@ -63,7 +123,7 @@ impl TrafficLog {
     }
 
     /// The sequence numbers of `name`'s `kind` received so far.
-    pub fn received(&self, name: &str, kind: Kind) -> BTreeSet<u64> {
+    pub fn received(&self, name: &str, kind: Kind) -> SeqSet {
         lock(&self.inner)
             .get(&(name.to_string(), kind))
             .cloned()
@@ -85,7 +145,7 @@ pub struct Tally {
     /// Ticks skipped because too many were in flight.
     pub skipped: u64,
     /// The sequence numbers that succeeded.
-    pub ok_seqs: BTreeSet<u64>,
+    pub ok_seqs: SeqSet,
 }
 
 impl Tally {
@@ -358,7 +418,7 @@ pub async fn stop(name: &str, r: Running, log: &TrafficLog, drain: Duration) -> 
     let notes = join(r.notifications).await;
     let arrived = |kind: Kind, t: &Tally| {
         let got = log.received(name, kind);
-        t.ok_seqs.iter().filter(|s| got.contains(s)).count() as u64
+        t.ok_seqs.common(&got) as u64
     };
     let deadline = tokio::time::Instant::now() + drain;
     loop {
@@ -391,15 +451,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seq_sets_count_and_intersect() {
+        let mut a = SeqSet::default();
+        let mut b = SeqSet::default();
+        for s in [0, 1, 63, 64, 1000] {
+            assert!(a.insert(s));
+        }
+        assert!(!a.insert(64));
+        assert!(!a.insert(u64::MAX), "out of range is ignored, not a huge allocation");
+        for s in [1, 64, 999, 5000] {
+            b.insert(s);
+        }
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.common(&b), 2);
+        assert!(a.contains(1000) && !a.contains(999) && !a.contains(1 << 40));
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![0, 1, 63, 64, 1000]);
+    }
+
+    #[test]
     fn marked_values_are_logged_and_others_are_not() {
         let log = TrafficLog::default();
         assert!(log.record(&json!({MARKER: "t", "kind": "cast", "seq": 3}), Kind::Call));
         assert!(log.record(&json!({MARKER: "t", "seq": 4}), Kind::Notification));
         assert!(!log.record(&json!({"phase": "after"}), Kind::Call));
         assert_eq!(
-            log.received("t", Kind::Cast)
-                .into_iter()
-                .collect::<Vec<_>>(),
+            log.received("t", Kind::Cast).iter().collect::<Vec<_>>(),
             vec![3]
         );
         assert_eq!(log.received("t", Kind::Notification).len(), 1);
