@@ -27,6 +27,7 @@ pub mod bench;
 pub mod brokers;
 pub mod cli;
 pub mod exit_code;
+pub mod mgmt;
 pub mod oslo_tests;
 pub mod peer;
 pub mod plan;

@@ -310,7 +310,10 @@ pub async fn run_module(
                     run.error = Some(e);
                     break;
                 }
-                tracing::info!(module, "{e}; running the tests it did not reach in a new runner");
+                tracing::info!(
+                    module,
+                    "{e}; running the tests it did not reach in a new runner"
+                );
             }
         }
     }

@@ -256,7 +256,8 @@ impl BrokerNode for EmbeddedNode {
                     let before = f.links_without_credit();
                     f.withhold_credit(address, *duration);
                     let until = tokio::time::Instant::now() + Duration::from_secs(1);
-                    while f.links_without_credit() == before && tokio::time::Instant::now() < until {
+                    while f.links_without_credit() == before && tokio::time::Instant::now() < until
+                    {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }

@@ -363,12 +363,7 @@ pub trait BrokerNode: Send + Sync {
         fault: &'a crate::scenario::BrokerFaultOp,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         let what = format!("broker_fault {}", fault.label());
-        Box::pin(async move {
-            Err(BackendError::Unsupported {
-                backend: "",
-                what,
-            })
-        })
+        Box::pin(async move { Err(BackendError::Unsupported { backend: "", what }) })
     }
 }
 

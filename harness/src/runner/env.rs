@@ -83,6 +83,13 @@ pub struct Env {
     notes: Vec<String>,
 }
 
+impl Env {
+    /// The RPC transport URL clients use (credentials included: never print it).
+    pub fn url(&self) -> &TransportUrl {
+        &self.conn.url
+    }
+}
+
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Env")

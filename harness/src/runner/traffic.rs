@@ -458,7 +458,10 @@ mod tests {
             assert!(a.insert(s));
         }
         assert!(!a.insert(64));
-        assert!(!a.insert(u64::MAX), "out of range is ignored, not a huge allocation");
+        assert!(
+            !a.insert(u64::MAX),
+            "out of range is ignored, not a huge allocation"
+        );
         for s in [1, 64, 999, 5000] {
             b.insert(s);
         }

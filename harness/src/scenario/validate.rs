@@ -1169,7 +1169,13 @@ fn broker_fault(
                 .unwrap_or_else(|| "amqp1-rig fault: attach refused".into()),
         }
     } else if let Some(n) = x.release_next {
-        BrokerFaultOp::ReleaseNext(v.count(&format!("{p}.release_next"), "release_next", n, 1, max)?)
+        BrokerFaultOp::ReleaseNext(v.count(
+            &format!("{p}.release_next"),
+            "release_next",
+            n,
+            1,
+            max,
+        )?)
     } else if let Some(n) = x.reject_next {
         BrokerFaultOp::RejectNext(v.count(&format!("{p}.reject_next"), "reject_next", n, 1, max)?)
     } else if let Some(m) = &x.modify_next {

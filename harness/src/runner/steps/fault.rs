@@ -75,7 +75,9 @@ pub async fn broker_fault(ctx: &mut StepCtx<'_>, n: usize, f: &BrokerFault) -> S
         ctx.transcript.step(format!(
             "{n} broker_fault {label} {node_name} -> skipped (no managed broker)"
         ));
-        return StepOutcome::skipped("broker faults need a broker started by the harness (not --url)");
+        return StepOutcome::skipped(
+            "broker faults need a broker started by the harness (not --url)",
+        );
     };
     let Some(node) = h.nodes.get(f.node) else {
         return StepOutcome::fail(format!("no broker node {node_name}"));

@@ -53,7 +53,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, step: &Step) -> StepOutcome {
         StepKind::Cast(c) => rpc::cast(ctx, n, c).await,
         StepKind::Notify(x) => notify::notify(ctx, n, x).await,
         StepKind::Wait(w) => wait::wait(ctx, n, w).await,
-        StepKind::Expect(e) => expect::expect(ctx, n, e),
+        StepKind::Expect(e) => expect::expect(ctx, n, e).await,
         StepKind::Fault(f) => fault::fault(ctx, n, f).await,
         StepKind::Traffic(t) => traffic::start(ctx, n, t),
         StepKind::TrafficStop(t) => traffic::stop(ctx, n, t).await,
