@@ -59,6 +59,254 @@ impl Target {
     }
 }
 
+/// Closes every client connection of the broker at `target` (but the one asking) through its
+/// management protocol: QMF's `close` method on each connection object (qpidd), an `UPDATE` of each
+/// normal connection to `adminStatus: deleted` (qdrouterd). Returns how many it closed.
+pub async fn drop_connections(product: Product, target: &Target) -> Result<usize, String> {
+    match product {
+        Product::Qpidd => qmf_close_connections(target)
+            .await
+            .map_err(|e| format!("qpidd QMF (qmf.default.direct): {e}")),
+        Product::Qdrouterd => router_close_connections(target)
+            .await
+            .map_err(|e| format!("qdrouterd management ($management): {e}")),
+        other => Err(format!(
+            "no management client for {} to close connections with",
+            other.as_str()
+        )),
+    }
+}
+
+fn qmf_request(
+    reply_to: &str,
+    opcode: &str,
+    body: OrderedMap<Value, Value>,
+) -> Message<Body<Value>> {
+    Message::builder()
+        .properties(
+            Properties::builder()
+                .subject("broker")
+                .reply_to(reply_to.to_string())
+                .correlation_id(MessageId::String(uuid::Uuid::new_v4().to_string()))
+                .build(),
+        )
+        .application_properties(props(&[
+            ("x-amqp-0-10.app-id", "qmf2"),
+            ("qmf.opcode", opcode),
+            ("method", "request"),
+        ]))
+        .body(Body::Value(AmqpValue(Value::Map(body))))
+        .build()
+}
+
+fn qmf_opcode(m: &Message<Body<Value>>) -> Option<String> {
+    m.application_properties
+        .as_ref()
+        .and_then(|a| a.0.get("qmf.opcode"))
+        .and_then(|v| match v {
+            SimpleValue::String(s) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+async fn qmf_close_connections(target: &Target) -> Result<usize, String> {
+    let mut x = Exchange::open(target, "qmf.default.direct").await?;
+    let result = async {
+        let mut query = OrderedMap::new();
+        query.insert(Value::from("_what"), Value::from("OBJECT"));
+        let mut schema = OrderedMap::new();
+        schema.insert(Value::from("_class_name"), Value::from("connection"));
+        query.insert(Value::from("_schema_id"), Value::Map(schema));
+        let reply_to = x.reply_to.clone();
+        let mut names = Vec::new();
+        let mut m = x
+            .ask(
+                "QMF _query_request (connection)",
+                qmf_request(&reply_to, "_query_request", query),
+            )
+            .await?;
+        for _ in 0..MAX_PAGES {
+            if let Some(Value::List(objects)) = body_of(&m) {
+                for o in objects {
+                    let Value::Map(o) = o else { continue };
+                    let name = match get(o, "_object_id") {
+                        Some(Value::Map(id)) => get(id, "_object_name").and_then(text),
+                        _ => None,
+                    };
+                    let address = match get(o, "_values") {
+                        Some(Value::Map(v)) => get(v, "address").and_then(text),
+                        _ => None,
+                    };
+                    if let (Some(name), Some(address)) = (name, address) {
+                        if !address.ends_with(&format!("-{}", x.local)) {
+                            names.push(name);
+                        }
+                    }
+                }
+            }
+            let partial = m
+                .application_properties
+                .as_ref()
+                .is_some_and(|a| a.0.contains_key("partial"));
+            if !partial {
+                break;
+            }
+            let d = within("QMF _query_response", x.receiver.recv::<Body<Value>>()).await?;
+            let _ = x.receiver.accept(&d).await;
+            m = d.into_message();
+        }
+        for name in &names {
+            let mut body = OrderedMap::new();
+            let mut id = OrderedMap::new();
+            id.insert(Value::from("_object_name"), Value::from(name.as_str()));
+            body.insert(Value::from("_object_id"), Value::Map(id));
+            body.insert(Value::from("_method_name"), Value::from("close"));
+            body.insert(Value::from("_arguments"), Value::Map(OrderedMap::new()));
+            let answer = x
+                .ask(
+                    "QMF _method_request close",
+                    qmf_request(&reply_to, "_method_request", body),
+                )
+                .await?;
+            if qmf_opcode(&answer).as_deref() == Some("_exception") {
+                return Err(format!(
+                    "QMF _method_request close {name}: the broker answered _exception: {:?}",
+                    body_of(&answer)
+                ));
+            }
+        }
+        Ok(names.len())
+    }
+    .await;
+    x.close().await;
+    result
+}
+
+fn management_request(
+    reply_to: &str,
+    pairs: &[(&str, &str)],
+    body: OrderedMap<Value, Value>,
+) -> Message<Body<Value>> {
+    let mut all = vec![("type", "org.amqp.management"), ("name", "self")];
+    all.extend_from_slice(pairs);
+    Message::builder()
+        .properties(
+            Properties::builder()
+                .reply_to(reply_to.to_string())
+                .message_id(MessageId::String(uuid::Uuid::new_v4().to_string()))
+                .build(),
+        )
+        .application_properties(props(&all))
+        .body(Body::Value(AmqpValue(Value::Map(body))))
+        .build()
+}
+
+fn management_status(m: &Message<Body<Value>>) -> Option<i64> {
+    m.application_properties
+        .as_ref()
+        .and_then(|a| a.0.get("statusCode"))
+        .and_then(|v| match v {
+            SimpleValue::Int(n) => Some(i64::from(*n)),
+            SimpleValue::Uint(n) => Some(i64::from(*n)),
+            SimpleValue::Long(n) => Some(*n),
+            _ => None,
+        })
+}
+
+/// `attributeNames` + `results` of a management QUERY, as rows of name → value.
+fn query_rows(m: &Message<Body<Value>>) -> Vec<BTreeMap<String, Value>> {
+    let Some(Value::Map(answer)) = body_of(m) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = match get(answer, "attributeNames") {
+        Some(Value::List(l)) => l.iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    };
+    let Some(Value::List(rows)) = get(answer, "results") else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|r| match r {
+            Value::List(cells) => Some(
+                names
+                    .iter()
+                    .cloned()
+                    .zip(cells.iter().cloned())
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn router_close_connections(target: &Target) -> Result<usize, String> {
+    let mut x = Exchange::open(target, "$management").await?;
+    let result = async {
+        let reply_to = x.reply_to.clone();
+        let mut body = OrderedMap::new();
+        body.insert(
+            Value::from("attributeNames"),
+            Value::List(
+                ["identity", "host", "role"]
+                    .iter()
+                    .map(|a| Value::from(*a))
+                    .collect(),
+            ),
+        );
+        let m = x
+            .ask(
+                "$management QUERY connection",
+                management_request(
+                    &reply_to,
+                    &[
+                        ("operation", "QUERY"),
+                        ("entityType", "org.apache.qpid.dispatch.connection"),
+                    ],
+                    body,
+                ),
+            )
+            .await?;
+        if let Some(s) = management_status(&m).filter(|s| !(200..300).contains(s)) {
+            return Err(format!("$management QUERY connection: status {s}"));
+        }
+        let victims: Vec<String> = query_rows(&m)
+            .into_iter()
+            .filter(|r| {
+                r.get("role")
+                    .and_then(text)
+                    .is_none_or(|role| role == "normal")
+            })
+            .filter(|r| r.get("host").and_then(text).as_deref() != Some(x.local.as_str()))
+            .filter_map(|r| r.get("identity").and_then(text))
+            .collect();
+        for id in &victims {
+            let mut body = OrderedMap::new();
+            body.insert(Value::from("adminStatus"), Value::from("deleted"));
+            let answer = x
+                .ask(
+                    "$management UPDATE connection",
+                    management_request(
+                        &reply_to,
+                        &[
+                            ("operation", "UPDATE"),
+                            ("type", "org.apache.qpid.dispatch.connection"),
+                            ("identity", id.as_str()),
+                        ],
+                        body,
+                    ),
+                )
+                .await?;
+            if let Some(s) = management_status(&answer).filter(|s| !(200..300).contains(s)) {
+                return Err(format!("$management UPDATE connection {id}: status {s}"));
+            }
+        }
+        Ok(victims.len())
+    }
+    .await;
+    x.close().await;
+    result
+}
+
 /// Whether the harness knows how to ask `product` for its counters.
 pub fn supported(product: Product) -> bool {
     matches!(product, Product::Qpidd | Product::Qdrouterd)
@@ -98,6 +346,9 @@ struct Exchange {
     sender: Sender,
     receiver: Receiver,
     reply_to: String,
+    /// This connection's own address as the broker sees it (`127.0.0.1:PORT`), so that closing every
+    /// connection spares the one asking.
+    local: String,
 }
 
 impl Exchange {
@@ -108,6 +359,10 @@ impl Exchange {
         )
         .await?;
         let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut builder = Connection::builder()
             .container_id(format!("amqp1-rig-mgmt-{}", uuid::Uuid::new_v4()))
             .hostname(target.authority.split(':').next().unwrap_or("localhost"));
@@ -145,7 +400,24 @@ impl Exchange {
             sender,
             receiver,
             reply_to,
+            local,
         })
+    }
+
+    /// Sends `msg` and returns the first answer, accepted.
+    async fn ask(
+        &mut self,
+        what: &str,
+        msg: Message<Body<Value>>,
+    ) -> Result<Message<Body<Value>>, String> {
+        within(what, self.sender.send(msg)).await?;
+        let d = within(
+            &format!("{what} answer"),
+            self.receiver.recv::<Body<Value>>(),
+        )
+        .await?;
+        let _ = self.receiver.accept(&d).await;
+        Ok(d.into_message())
     }
 
     async fn close(mut self) {

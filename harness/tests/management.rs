@@ -110,3 +110,43 @@ async fn a_broker_without_that_protocol_is_a_clear_error() {
     assert!(e.contains("no management client for rabbitmq"), "{e}");
     b.shutdown().await;
 }
+
+/// Waits (bounded) until the broker has no open connection left; returns how many stay open.
+async fn open_connections_after_settling(b: &Broker) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let open = b.counters().connections.iter().filter(|c| c.open).count();
+        if open == 0 || tokio::time::Instant::now() >= deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn drop_connections_closes_every_client_but_the_one_asking() {
+    for (flavour, product) in [
+        (Flavour::Qpidd, Product::Qpidd),
+        (Flavour::Router, Product::Qdrouterd),
+    ] {
+        let b = start(flavour).await;
+        let a = Connection::open("a", b.url().as_str()).await.expect("open");
+        let c = Connection::open("c", b.url().as_str()).await.expect("open");
+        let n = tokio::time::timeout(WAIT, harness::mgmt::drop_connections(product, &target(&b)))
+            .await
+            .expect("in time")
+            .expect("management closes them");
+        assert_eq!(n, 2, "{flavour:?}");
+        assert_eq!(open_connections_after_settling(&b).await, 0, "{flavour:?}");
+        drop((a, c));
+        // The broker keeps serving: a new connection opens and the count is one.
+        let _d = Connection::open("d", b.url().as_str())
+            .await
+            .expect("open again");
+        let n = harness::mgmt::drop_connections(product, &target(&b))
+            .await
+            .expect("again");
+        assert_eq!(n, 1, "{flavour:?}");
+        b.shutdown().await;
+    }
+}

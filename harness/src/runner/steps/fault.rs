@@ -25,7 +25,12 @@ pub async fn fault(ctx: &mut StepCtx<'_>, n: usize, f: &Fault) -> StepOutcome {
     let r = match f.op {
         FaultOp::Kill => node.kill().await,
         FaultOp::Restart => node.restart().await,
-        FaultOp::DropConnections => node.drop_connections().await,
+        FaultOp::DropConnections => match node.drop_connections().await {
+            Err(BackendError::Unsupported { .. }) if managed(ctx).is_some() => {
+                drop_through_management(ctx, node.port(), &node_name).await
+            }
+            r => r,
+        },
         FaultOp::Pause(d) => match node.pause().await {
             Ok(()) => {
                 tokio::time::sleep(d).await;
@@ -102,5 +107,47 @@ pub async fn broker_fault(ctx: &mut StepCtx<'_>, n: usize, f: &BrokerFault) -> S
                 .step(format!("{n} broker_fault {label} {node_name} -> error"));
             StepOutcome::fail(e.to_string())
         }
+    }
+}
+
+/// The product whose management protocol can close connections, when the backend cannot (a real
+/// qpidd or qdrouterd, or the embedded broker in a process or container, which answers the same
+/// protocols).
+fn managed(ctx: &StepCtx<'_>) -> Option<crate::brokers::Product> {
+    ctx.identity.product.filter(|p| crate::mgmt::supported(*p))
+}
+
+/// `drop_connections` through QMF (qpidd) or `$management` (qdrouterd) on the node's port.
+async fn drop_through_management(
+    ctx: &StepCtx<'_>,
+    port: u16,
+    node_name: &str,
+) -> Result<(), BackendError> {
+    let product = managed(ctx).ok_or_else(|| BackendError::Fault {
+        op: "drop_connections".into(),
+        node: node_name.to_string(),
+        message: "no management protocol for this broker".into(),
+    })?;
+    let mut target =
+        crate::mgmt::Target::from_url(ctx.env.url()).ok_or_else(|| BackendError::Fault {
+            op: "drop_connections".into(),
+            node: node_name.to_string(),
+            message: "no broker address".into(),
+        })?;
+    target.authority = format!("127.0.0.1:{port}");
+    match crate::mgmt::drop_connections(product, &target).await {
+        Ok(n) => {
+            tracing::info!(
+                node = node_name,
+                closed = n,
+                "drop_connections through management"
+            );
+            Ok(())
+        }
+        Err(message) => Err(BackendError::Fault {
+            op: "drop_connections".into(),
+            node: node_name.to_string(),
+            message,
+        }),
     }
 }
