@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::diagnostic::{did_you_mean, Diagnostic};
-use super::locate::{Locator, Span};
+use super::limits;
+use super::locate::{self, Locator, Span};
 use super::model::ScenarioFile;
+use super::read::{self, ReadError};
 use super::typed::Scenario;
 use super::validate;
 use super::vars;
@@ -60,13 +62,13 @@ impl Invalid {
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file could not be read.
+    /// The file could not be read (missing, not a regular file, too large, not text).
     #[error("cannot read scenario {}: {source}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: ReadError,
     },
     /// The file is not a valid scenario.
     #[error("{}", .0.render())]
@@ -79,7 +81,7 @@ pub fn load_file(
     env: &[(String, String)],
     cli_vars: &[(String, String)],
 ) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let text = read::read_text(path, limits::MAX_FILE_BYTES).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -92,6 +94,35 @@ pub fn load_file(
     parse_str(&file, &stem, &text, env, cli_vars).map_err(|e| LoadError::Invalid(Box::new(e)))
 }
 
+/// Replaces every secret (and its percent-encoded form) and the password of any `scheme://user:pw@`
+/// in `text` with `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    let mut all: Vec<String> = Vec::new();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        all.push(s.clone());
+        let enc = percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+        all.push(enc);
+    }
+    // Longest first, so that a secret containing another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in &all {
+        out = out.replace(s.as_str(), "***");
+    }
+    let re = Regex::new(r"(://[^:/@\s]*:)[^@\s]+@").unwrap_or_else(|_| unreachable!());
+    re.replace_all(&out, "${1}***@").into_owned()
+}
+
+fn redact_diagnostic(d: Diagnostic, secrets: &[String]) -> Diagnostic {
+    Diagnostic {
+        message: redact(&d.message, secrets),
+        label: redact(&d.label, secrets),
+        help: d.help.map(|h| redact(&h, secrets)),
+        span: d.span,
+    }
+}
+
 /// Parses and validates scenario `text` named `file`.
 pub fn parse_str(
     file: &str,
@@ -100,43 +131,98 @@ pub fn parse_str(
     env: &[(String, String)],
     cli_vars: &[(String, String)],
 ) -> Result<Loaded, Invalid> {
-    let vars = vars::merge(vars::file_vars(text), env, cli_vars);
-    let source = match vars::substitute(text, &vars) {
-        Ok(s) => s,
-        Err(diagnostics) => {
-            return Err(Invalid {
-                file: file.into(),
-                source: text.into(),
-                diagnostics,
-            })
-        }
-    };
-    let invalid = |diagnostics| Invalid {
+    // Every value given from outside (`--var`, HARNESS_VAR_*) may be a password: never print one.
+    let mut secrets: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("HARNESS_VAR_"))
+        .chain(cli_vars.iter())
+        .map(|(_, v)| v.clone())
+        .filter(|v| v.len() >= 3)
+        .collect();
+    let raw_scan = locate::scan(text);
+    secrets.extend(raw_scan.secrets.iter().cloned());
+    let invalid_raw = |diagnostics: Vec<Diagnostic>, secrets: &[String]| Invalid {
         file: file.into(),
-        source: source.clone(),
-        diagnostics,
+        source: redact(text, secrets),
+        diagnostics: diagnostics
+            .into_iter()
+            .map(|d| redact_diagnostic(d, secrets))
+            .collect(),
+    };
+    // Structural problems of the file as written (duplicate keys, depth, documents) come first: they
+    // make everything after them meaningless (a duplicate var is not an undefined one).
+    if !raw_scan.problems.is_empty() {
+        return Err(invalid_raw(raw_scan.problems.clone(), &secrets));
+    }
+    let merged = vars::merge(vars::file_vars(text), env, cli_vars);
+    let var_span = |name: &str| {
+        raw_scan
+            .locator
+            .value(&format!("vars.{name}"))
+            .or_else(|| raw_scan.locator.key("vars"))
+            .unwrap_or(Span {
+                line: 1,
+                col: 1,
+                len: 1,
+            })
+    };
+    let vars = vars::resolve(&merged, &var_span).map_err(|d| invalid_raw(d, &secrets))?;
+    let (source, map) = vars::substitute(text, &vars).map_err(|d| invalid_raw(d, &secrets))?;
+    // Diagnostics below point into `source`; the map takes them back to the file as written.
+    let invalid = |diagnostics: Vec<Diagnostic>, secrets: &[String]| {
+        invalid_raw(
+            diagnostics
+                .into_iter()
+                .map(|d| Diagnostic {
+                    span: map.to_input(d.span),
+                    ..d
+                })
+                .collect(),
+            secrets,
+        )
     };
     if source.trim().is_empty()
         || source
             .lines()
             .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
     {
-        return Err(invalid(vec![Diagnostic::new(
-            "the scenario file is empty",
-            Span {
-                line: 1,
-                col: 1,
-                len: 1,
-            },
-            "expected a mapping with at least `steps:`",
-        )]));
+        return Err(invalid(
+            vec![Diagnostic::new(
+                "the scenario file is empty",
+                Span {
+                    line: 1,
+                    col: 1,
+                    len: 1,
+                },
+                "expected a mapping with at least `steps:`",
+            )],
+            &secrets,
+        ));
     }
-    let locator = Locator::new(&source);
+    let scan = locate::scan(&source);
+    secrets.extend(scan.secrets.iter().cloned());
+    if let Some(d) = scan.problems.first() {
+        // Duplicates, depth or documents brought in by a variable's value.
+        return Err(invalid(vec![d.clone()], &secrets));
+    }
+    let locator = scan.locator;
     let raw: ScenarioFile = match serde_yaml::from_str(&source) {
         Ok(s) => s,
-        Err(e) => return Err(invalid(vec![serde_diagnostic(&e, &source, &locator)])),
+        Err(e) => {
+            let d = match &scan.syntax {
+                // yaml-rust2 and libyaml agree there is a syntax error; the former says where a
+                // string opened.
+                Some(d) if d.message.starts_with("unclosed") => d.clone(),
+                _ => serde_diagnostic(&e, &source, &locator),
+            };
+            return Err(invalid(vec![d], &secrets));
+        }
     };
-    let scenario = validate::validate(&raw, &locator, default_name).map_err(invalid)?;
+    let mut scenario =
+        validate::validate(&raw, &locator, default_name).map_err(|d| invalid(d, &secrets))?;
+    for step in &mut scenario.steps {
+        step.line = map.line(step.line);
+    }
     Ok(Loaded {
         file: file.into(),
         source,
