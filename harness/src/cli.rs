@@ -23,6 +23,37 @@ pub fn parse_url(s: &str) -> Result<TransportUrl, String> {
     Ok(url)
 }
 
+/// clap parser for `--url`: clap's own error would repeat the value (`invalid value '<URL>'`), password
+/// included, so the error is raw text naming the problem only. Exit code 2 (usage).
+#[derive(Debug, Clone, Copy)]
+pub struct UrlParser;
+
+impl clap::builder::TypedValueParser for UrlParser {
+    type Value = TransportUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<TransportUrl, clap::Error> {
+        let name = arg
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "--url".to_string());
+        let fail = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}' (not shown: it may hold a password): {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| fail("not UTF-8 text".into()))?;
+        parse_url(s).map_err(fail)
+    }
+}
+
 const LONG_ABOUT: &str = "Runs oslo.messaging AMQP 1.0 scenarios (YAML) against the embedded broker, local broker \
 processes or containers, records a deterministic transcript and checks it against scenarios/snapshots/<name>.snap.";
 
@@ -95,7 +126,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "KIND[:FLAVOUR]", value_parser = BrokerChoice::parse)]
     pub broker: Option<BrokerChoice>,
     /// Run against an already running broker at URL instead of starting one (fault steps are skipped).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["backend"], value_parser = parse_url)]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["backend"], value_parser = UrlParser)]
     pub url: Option<TransportUrl>,
     /// Set a scenario variable (repeatable); wins over the file and HARNESS_VAR_<NAME>.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]

@@ -35,9 +35,6 @@ pub const MAX_TEMPLATE_ENTRIES: usize = 5_000;
 pub const MAX_DIR_DEPTH: usize = 8;
 /// Most directory entries `harness list` looks at.
 pub const MAX_LIST_ENTRIES: usize = 20_000;
-/// Longest value of a driver option that is a number of seconds (one day; larger values would
-/// overflow deadlines).
-pub const MAX_OPTION_SECONDS: u64 = 86_400;
 
 /// `MAX_DURATION` as written in messages.
 pub fn max_duration_text() -> String {

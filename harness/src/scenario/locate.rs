@@ -345,8 +345,7 @@ fn syntax_diagnostic(text: &str, e: &ScanError, last: Option<Marker>) -> Diagnos
                 "this quote is never closed",
             )
             .with_help(Some(format!(
-                "close it with {ch} on the same or a later line (the file ends at line {})",
-                m.line()
+                "close it with {ch}: the string runs to the end of the file"
             )));
         }
     }

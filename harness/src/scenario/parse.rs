@@ -27,6 +27,34 @@ pub struct Loaded {
     pub locator: Locator,
     /// The variables in force.
     pub vars: BTreeMap<String, String>,
+    /// The file as written.
+    pub text: String,
+    /// Maps positions in `source` back to `text`.
+    pub map: vars::SourceMap,
+    /// Values never to print (passwords, secret-named variables).
+    pub secrets: Vec<String>,
+}
+
+impl Loaded {
+    /// A diagnostic at `span` (a position in `source`) as an [`Invalid`] against the file as written.
+    pub fn invalid(&self, diagnostics: Vec<Diagnostic>) -> Invalid {
+        Invalid {
+            file: self.file.clone(),
+            source: redact(&self.text, &self.secrets),
+            diagnostics: diagnostics
+                .into_iter()
+                .map(|d| {
+                    redact_diagnostic(
+                        Diagnostic {
+                            span: self.map.to_input(d.span),
+                            ..d
+                        },
+                        &self.secrets,
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A scenario that failed to load, with everything needed to render its diagnostics.
@@ -114,6 +142,14 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     re.replace_all(&out, "${1}***@").into_owned()
 }
 
+/// Whether a variable named `name` holds a secret (`password`, `db_pass`, `api_token`, `secret`...).
+pub fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["pass", "pw", "secret", "token", "credential", "key"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
 fn redact_diagnostic(d: Diagnostic, secrets: &[String]) -> Diagnostic {
     Diagnostic {
         message: redact(&d.message, secrets),
@@ -131,13 +167,14 @@ pub fn parse_str(
     env: &[(String, String)],
     cli_vars: &[(String, String)],
 ) -> Result<Loaded, Invalid> {
-    // Every value given from outside (`--var`, HARNESS_VAR_*) may be a password: never print one.
+    // Variables whose name says they hold a secret are never printed; values used as a `password:` are
+    // found by the scans below, URLs' passwords by `redact`.
     let mut secrets: Vec<String> = env
         .iter()
-        .filter(|(k, _)| k.starts_with("HARNESS_VAR_"))
-        .chain(cli_vars.iter())
+        .filter_map(|(k, v)| k.strip_prefix("HARNESS_VAR_").map(|k| (k, v)))
+        .chain(cli_vars.iter().map(|(k, v)| (k.as_str(), v)))
+        .filter(|(k, _)| secret_name(k))
         .map(|(_, v)| v.clone())
-        .filter(|v| v.len() >= 3)
         .collect();
     let raw_scan = locate::scan(text);
     secrets.extend(raw_scan.secrets.iter().cloned());
@@ -155,6 +192,12 @@ pub fn parse_str(
         return Err(invalid_raw(raw_scan.problems.clone(), &secrets));
     }
     let merged = vars::merge(vars::file_vars(text), env, cli_vars);
+    secrets.extend(
+        merged
+            .iter()
+            .filter(|(k, v)| secret_name(k) && !v.is_empty())
+            .map(|(_, v)| v.clone()),
+    );
     let var_span = |name: &str| {
         raw_scan
             .locator
@@ -229,6 +272,9 @@ pub fn parse_str(
         scenario,
         locator,
         vars,
+        text: text.to_string(),
+        map,
+        secrets,
     })
 }
 
@@ -292,6 +338,19 @@ fn find_key(source: &str, locator: &Locator, name: &str, from: Span) -> Option<S
         }
     }
     None
+}
+
+/// What a whole number at `path` (serde's `steps[0].notify.version`) may be, with its bound.
+fn whole_number_bound(path: &str) -> String {
+    let last = path.rsplit('.').next().unwrap_or("");
+    match last {
+        "version" => "1 or 2".to_string(),
+        "repeat" => format!("a whole number from 1 to {}", limits::MAX_REPEAT),
+        "concurrency" => format!("a whole number from 1 to {}", limits::MAX_CONCURRENCY),
+        "nodes" => format!("a whole number from 1 to {}", limits::MAX_NODES),
+        "requeue" => format!("a whole number from 0 to {}", limits::MAX_REQUEUE),
+        _ => format!("a whole number from 0 to {}", limits::MAX_EXPECTED_COUNT),
+    }
 }
 
 /// Turns a serde_yaml error into a diagnostic with a location, an expectation and a suggestion.
@@ -394,14 +453,26 @@ pub fn serde_diagnostic(e: &serde_yaml::Error, source: &str, locator: &Locator) 
         let (what, expected) = match msg.split_once(", expected ") {
             Some((w, x)) => {
                 let x = match x {
-                    "usize" | "u8" | "u16" | "u32" | "u64" | "i64" => "a whole number",
-                    other => other,
+                    "usize" | "u8" | "u16" | "u32" | "u64" | "i64" => {
+                        whole_number_bound(path.as_deref().unwrap_or(""))
+                    }
+                    other => other.to_string(),
                 };
                 (w.to_string(), format!("expected {x}"))
             }
             None => (msg.clone(), String::new()),
         };
         return Diagnostic::new(format!("{what}{in_}"), span, expected);
+    }
+    if msg.contains("recursion limit exceeded") {
+        return Diagnostic::new(
+            format!(
+                "the scenario nests deeper than {} levels",
+                limits::MAX_DEPTH
+            ),
+            Span { len: 1, ..span },
+            "too deep",
+        );
     }
     // Syntax errors and anything else: keep serde_yaml's wording.
     let line_text = source

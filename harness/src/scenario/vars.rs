@@ -141,12 +141,30 @@ impl SourceMap {
     }
 }
 
-/// Char index where a YAML comment starts on `line` (a `#` at the start or after whitespace, outside
-/// quotes), if any.
-fn comment_start(line: &str) -> Option<usize> {
+/// Quoting in force at a point of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Walks `line` and returns where a YAML comment starts (a `#` at the start or after whitespace,
+/// outside quotes), and the quoting in force at byte `at` (`usize::MAX`: none asked).
+fn walk(line: &str, at: usize) -> (Option<usize>, Quote) {
     let (mut single, mut double, mut escaped) = (false, false, false);
     let mut prev_ws = true;
+    let mut quote_at = Quote::None;
     for (i, c) in line.char_indices() {
+        if i == at {
+            quote_at = if double {
+                Quote::Double
+            } else if single {
+                Quote::Single
+            } else {
+                Quote::None
+            };
+        }
         if double {
             if escaped {
                 escaped = false;
@@ -160,7 +178,7 @@ fn comment_start(line: &str) -> Option<usize> {
                 single = false;
             }
         } else if c == '#' && prev_ws {
-            return Some(i);
+            return (Some(i), quote_at);
         } else if c == '"' && prev_ws_or_flow(line, i) {
             double = true;
         } else if c == '\'' && prev_ws_or_flow(line, i) {
@@ -168,7 +186,33 @@ fn comment_start(line: &str) -> Option<usize> {
         }
         prev_ws = c.is_whitespace();
     }
-    None
+    (None, quote_at)
+}
+
+/// Char index where a YAML comment starts on `line`, if any.
+fn comment_start(line: &str) -> Option<usize> {
+    walk(line, usize::MAX).0
+}
+
+/// `value` as it must be written where the reference at byte `at` of `line` stands, so that it stays
+/// one scalar on one line: escaped inside a double-quoted string; a multi-line value in plain context
+/// becomes a double-quoted string. Single-line values in plain or single-quoted context stay as given.
+fn quoted_for(line: &str, at: usize, value: &str) -> String {
+    match walk(line, at).1 {
+        Quote::Double => {
+            let json = serde_json::to_string(value).unwrap_or_default();
+            json[1..json.len().saturating_sub(1).max(1)].to_string()
+        }
+        Quote::None if value.contains('\n') || value.contains('\r') => {
+            serde_json::to_string(value).unwrap_or_default()
+        }
+        Quote::Single if value.contains('\n') || value.contains('\r') || value.contains('\'') => {
+            // Single-quoted YAML has no escapes: `''` is a quote, and a line break is written as an
+            // empty line (one line break folds into a space).
+            value.replace('\'', "''").replace('\n', "\n\n")
+        }
+        _ => value.to_string(),
+    }
 }
 
 /// A quote starts a quoted scalar only at the start of a value (after whitespace or a flow indicator).
@@ -305,9 +349,10 @@ pub fn substitute(
             let ref_len = whole.as_str().chars().count();
             match vars.get(name.as_str()) {
                 Some(v) => {
+                    let v = quoted_for(line, whole.start(), v);
                     let n = v.chars().count();
                     segments.push((out_off, in_off, n, ref_len, false));
-                    out.push_str(v);
+                    out.push_str(&v);
                     out_off += n;
                     in_off += ref_len;
                 }
@@ -379,11 +424,11 @@ pub fn substitute(
     }
 }
 
-/// Parses `k=v`.
+/// Parses `k=v`. The error never repeats the text: it may be a password typed without its name.
 pub fn parse_assignment(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected NAME=VALUE, got '{s}'")),
+        _ => Err("expected NAME=VALUE (no '=' or no name; the value is not shown)".to_string()),
     }
 }
 
@@ -419,35 +464,18 @@ mod tests {
     fn comments_are_left_alone_and_positions_map_back() {
         let mut vars = BTreeMap::new();
         vars.insert("text".to_string(), "a\nb\nc".to_string());
-        let (out, map) =
-            substitute("x: {{ text }}  # {{ nope }}\ny: 1\n", &vars).expect("comment skipped");
-        assert_eq!(out, "x: a\nb\nc  # {{ nope }}\ny: 1\n");
-        // `y` is on line 4 of the output and line 2 of the file.
-        assert_eq!(
-            map.to_input(Span {
-                line: 4,
-                col: 4,
-                len: 1
-            }),
-            Span {
-                line: 2,
-                col: 4,
-                len: 1
-            }
-        );
-        // Inside the value: the reference.
-        assert_eq!(
-            map.to_input(Span {
-                line: 2,
-                col: 1,
-                len: 1
-            }),
-            Span {
-                line: 1,
-                col: 4,
-                len: 10
-            }
-        );
+        let (out, map) = substitute("x: {{ text }}  # {{ nope }}\ny: \"<{{ text }}>\"\n", &vars)
+            .expect("comment skipped");
+        // A multi-line value stays one scalar on one line: quoted in plain context, escaped in quotes.
+        assert_eq!(out, "x: \"a\\nb\\nc\"  # {{ nope }}\ny: \"<a\\nb\\nc>\"\n");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&out).expect("valid YAML");
+        assert_eq!(doc["x"], "a\nb\nc");
+        assert_eq!(doc["y"], "<a\nb\nc>");
+        // Positions after the value map back to the file (`>` of line 2).
+        let s = |line, col, len| Span { line, col, len };
+        assert_eq!(map.to_input(s(2, 13, 1)), s(2, 16, 1));
+        // Inside the value: the whole reference.
+        assert_eq!(map.to_input(s(1, 5, 1)), s(1, 4, 10));
     }
 
     #[test]
