@@ -54,6 +54,36 @@ impl clap::builder::TypedValueParser for UrlParser {
     }
 }
 
+/// clap parser for `--var NAME=VALUE`: like [`UrlParser`], its error never repeats the value.
+#[derive(Debug, Clone, Copy)]
+pub struct VarParser;
+
+impl clap::builder::TypedValueParser for VarParser {
+    type Value = (String, String);
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<(String, String), clap::Error> {
+        let name = arg
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "--var".to_string());
+        let fail = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| fail("not UTF-8 text".into()))?;
+        crate::scenario::vars::parse_assignment(s).map_err(fail)
+    }
+}
+
 const LONG_ABOUT: &str = "Runs oslo.messaging AMQP 1.0 scenarios (YAML) against the embedded broker, local broker \
 processes or containers, records a deterministic transcript and checks it against scenarios/snapshots/<name>.snap.";
 
@@ -129,7 +159,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", conflicts_with_all = ["backend"], value_parser = UrlParser)]
     pub url: Option<TransportUrl>,
     /// Set a scenario variable (repeatable); wins over the file and HARNESS_VAR_<NAME>.
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = VarParser)]
     pub vars: Vec<(String, String)>,
     /// Accept the new transcript: write it to the snapshot instead of comparing.
     #[arg(long)]
@@ -155,7 +185,7 @@ pub struct RenderArgs {
     #[arg(value_name = "SCENARIO|TEMPLATE")]
     pub what: Option<String>,
     /// Template variable (repeatable).
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = VarParser)]
     pub vars: Vec<(String, String)>,
     /// Show the broker configuration files for KIND[:FLAVOUR] (qpidd, qdrouterd, rabbitmq), for the
     /// scenario's broker section when a scenario is given.

@@ -138,7 +138,7 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     for s in &all {
         out = out.replace(s.as_str(), "***");
     }
-    let re = Regex::new(r"(://[^:/@\s]*:)[^@\s]+@").unwrap_or_else(|_| unreachable!());
+    let re = Regex::new(r#"(://[^:/@\s"']*:)[^\s"']*@"#).unwrap_or_else(|_| unreachable!());
     re.replace_all(&out, "${1}***@").into_owned()
 }
 
