@@ -418,8 +418,14 @@ fn passwords_from_every_source_stay_hidden() {
     let scenario = dir.path().join("users.yaml");
     std::fs::write(
         &scenario,
-        format!(
-            "broker:\n  users: [{{name: nova, password: \"{{{{ pw }}}}\"}}]\nservices:\n  - name: s\n    config: {{template: services/nova.conf.tera}}\n    rpc_server: {{target: {{topic: t}}, endpoints: [{{methods: {{echo: {{}}}}}}]}}\nsteps:\n  - call: {{target: {{topic: t}}, method: echo, args: {{x: 1}}, expect: {{result: {{x: 1}}}}}}\n  - call: {{target: {{topic: nobody}}, method: echo, timeout: 200ms, expect: {{error: {{kind: timed_out}}}}}}\n"
+        concat!(
+            "broker:\n  users: [{name: nova, password: \"{{ pw }}\"}]\n",
+            "services:\n  - name: s\n    config: {template: services/nova.conf.tera}\n",
+            "    rpc_server: {target: {topic: t}, endpoints: [{methods: {echo: {}}}]}\n",
+            "steps:\n",
+            "  - call: {target: {topic: t}, method: echo, args: {x: 1}, expect: {result: {x: 1}}}\n",
+            "  - call: {target: {topic: nobody}, method: echo, timeout: 200ms,\n",
+            "           expect: {error: {kind: timed_out}}}\n",
         ),
     )
     .expect("write");
