@@ -23,6 +23,67 @@ pub fn parse_url(s: &str) -> Result<TransportUrl, String> {
     Ok(url)
 }
 
+/// clap parser for `--url`: clap's own error would repeat the value (`invalid value '<URL>'`), password
+/// included, so the error is raw text naming the problem only. Exit code 2 (usage).
+#[derive(Debug, Clone, Copy)]
+pub struct UrlParser;
+
+impl clap::builder::TypedValueParser for UrlParser {
+    type Value = TransportUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<TransportUrl, clap::Error> {
+        let name = arg
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "--url".to_string());
+        let fail = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}' (not shown: it may hold a password): {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| fail("not UTF-8 text".into()))?;
+        parse_url(s).map_err(fail)
+    }
+}
+
+/// clap parser for `--var NAME=VALUE`: like [`UrlParser`], its error never repeats the value.
+#[derive(Debug, Clone, Copy)]
+pub struct VarParser;
+
+impl clap::builder::TypedValueParser for VarParser {
+    type Value = (String, String);
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<(String, String), clap::Error> {
+        let name = arg
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "--var".to_string());
+        let fail = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| fail("not UTF-8 text".into()))?;
+        crate::scenario::vars::parse_assignment(s).map_err(fail)
+    }
+}
+
 const LONG_ABOUT: &str = "Runs oslo.messaging AMQP 1.0 scenarios (YAML) against the embedded broker, local broker \
 processes or containers, records a deterministic transcript and checks it against scenarios/snapshots/<name>.snap.";
 
@@ -95,10 +156,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "KIND[:FLAVOUR]", value_parser = BrokerChoice::parse)]
     pub broker: Option<BrokerChoice>,
     /// Run against an already running broker at URL instead of starting one (fault steps are skipped).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["backend"], value_parser = parse_url)]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["backend"], value_parser = UrlParser)]
     pub url: Option<TransportUrl>,
     /// Set a scenario variable (repeatable); wins over the file and HARNESS_VAR_<NAME>.
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = VarParser)]
     pub vars: Vec<(String, String)>,
     /// Accept the new transcript: write it to the snapshot instead of comparing.
     #[arg(long)]
@@ -124,7 +185,7 @@ pub struct RenderArgs {
     #[arg(value_name = "SCENARIO|TEMPLATE")]
     pub what: Option<String>,
     /// Template variable (repeatable).
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = VarParser)]
     pub vars: Vec<(String, String)>,
     /// Show the broker configuration files for KIND[:FLAVOUR] (qpidd, qdrouterd, rabbitmq), for the
     /// scenario's broker section when a scenario is given.

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::scenario::{limits, read};
+
 /// Errors from loading or rendering templates.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -23,6 +25,15 @@ pub enum TemplateError {
         dir: PathBuf,
         /// Available names, comma separated.
         available: String,
+    },
+    /// The directory holds too much to be a templates directory (`--templates /`), or a template is
+    /// not a regular file or too large.
+    #[error("templates directory {}: {why}", dir.display())]
+    Unusable {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        why: String,
     },
     /// Tera failed to parse or render.
     #[error("template '{name}': {message}")]
@@ -45,18 +56,67 @@ fn chain(e: &tera::Error) -> String {
     out
 }
 
-/// Loads every `*.tera` file under `dir`.
+/// Every `*.tera` file under `dir` as (name, text): symlinked directories are not entered, at most
+/// [`limits::MAX_DIR_DEPTH`] levels and [`limits::MAX_TEMPLATE_ENTRIES`] entries are looked at, and each
+/// template must be a regular file of at most [`limits::MAX_TEMPLATE_BYTES`].
+fn collect(dir: &Path) -> Result<Vec<(String, String)>, TemplateError> {
+    let unusable = |why: String| TemplateError::Unusable {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| unusable(format!("{}: {e}", d.display())))?;
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > limits::MAX_TEMPLATE_ENTRIES {
+                return Err(unusable(format!(
+                    "more than {} entries; is it the templates directory?",
+                    limits::MAX_TEMPLATE_ENTRIES
+                )));
+            }
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if depth + 1 >= limits::MAX_DIR_DEPTH {
+                    return Err(unusable(format!(
+                        "deeper than {} levels; is it the templates directory?",
+                        limits::MAX_DIR_DEPTH
+                    )));
+                }
+                stack.push((p, depth + 1));
+            } else if p.extension().is_some_and(|x| x == "tera") {
+                let rel = p.strip_prefix(dir).unwrap_or(&p);
+                let name = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let text = read::read_text(&p, limits::MAX_TEMPLATE_BYTES)
+                    .map_err(|e| unusable(format!("template {name}: {e}")))?;
+                out.push((name, text));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads every `*.tera` file under `dir` (bounded, see [`collect`]).
 pub fn load(dir: &Path) -> Result<tera::Tera, TemplateError> {
     if !dir.is_dir() {
         return Err(TemplateError::NoDir {
             dir: dir.to_path_buf(),
         });
     }
-    let glob = format!("{}/**/*.tera", dir.display());
-    let mut t = tera::Tera::new(&glob).map_err(|e| TemplateError::Render {
-        name: dir.display().to_string(),
-        message: chain(&e),
-    })?;
+    let files = collect(dir)?;
+    let mut t = tera::Tera::default();
+    t.add_raw_templates(files)
+        .map_err(|e| TemplateError::Render {
+            name: dir.display().to_string(),
+            message: chain(&e),
+        })?;
     t.autoescape_on(Vec::new());
     Ok(t)
 }
@@ -117,5 +177,21 @@ mod tests {
         let err = render(dir.path(), "svc/a.conf.tera", &tera::Context::new())
             .expect_err("undefined var");
         assert!(err.to_string().contains("host"), "{err}");
+    }
+
+    #[test]
+    fn refuses_huge_directories_and_fifos() {
+        let err = list(Path::new("/")).expect_err("the root is no templates directory");
+        assert!(
+            err.to_string().contains("is it the templates directory"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("x.tera");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = list(dir.path()).expect_err("a FIFO is not a template");
+            assert!(err.to_string().contains("FIFO"), "{err}");
+        }
     }
 }

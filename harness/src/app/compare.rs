@@ -51,10 +51,10 @@ pub struct CompareArgs {
     #[arg(long = "broker", value_name = "KIND[:FLAVOUR][@BACKEND]", value_parser = parse_target)]
     pub brokers: Vec<Target>,
     /// An already running broker to run it on (repeatable).
-    #[arg(long = "url", value_name = "URL", value_parser = crate::cli::parse_url)]
+    #[arg(long = "url", value_name = "URL", value_parser = crate::cli::UrlParser)]
     pub urls: Vec<TransportUrl>,
     /// Set a scenario variable (repeatable).
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::scenario::vars::parse_assignment)]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::cli::VarParser)]
     pub vars: Vec<(String, String)>,
     /// Write the comparison as Markdown.
     #[arg(long, value_name = "PATH")]

@@ -14,7 +14,7 @@ use crate::brokers::{self, BrokerChoice, Product};
 use crate::cli::{BrokerCommand, Cli, Command, PeerCommand, RenderArgs};
 use crate::exit_code;
 use crate::plan::{self, Overrides, Placement};
-use crate::scenario::{self, LoadError};
+use crate::scenario::{self, limits, LoadError};
 
 /// Runs the parsed command line and returns the exit code.
 pub fn main(cli: Cli) -> i32 {
@@ -73,6 +73,80 @@ pub fn default_templates_dir() -> PathBuf {
     }
 }
 
+/// Renders every service's `config:` template and loads it as the driver would, at load time, so that
+/// a missing template, an unknown option or a bad value is reported with the scenario's own position
+/// (exit 3) instead of failing the run later with a position into the rendered file. The URL used here
+/// is a placeholder: the real one is only known once the broker runs.
+pub fn check_service_configs(
+    loaded: &scenario::Loaded,
+    templates: &Path,
+) -> Result<(), Box<scenario::Invalid>> {
+    let url: driver::url::TransportUrl = "amqp://127.0.0.1:5672/".parse().unwrap_or_default();
+    let secrets = &loaded.secrets;
+    let mut diagnostics = Vec::new();
+    for (i, svc) in loaded.scenario.services.iter().enumerate() {
+        let Some(cfg) = &svc.config else { continue };
+        let inputs = crate::runner::services::TemplateInputs {
+            vars: &loaded.vars,
+            driver: &loaded.scenario.driver,
+            addressing: loaded.scenario.broker.addressing,
+            extra_options: &Default::default(),
+        };
+        // Services are validated in order, so index `i` is the file's `services.i` unless an
+        // earlier one was dropped as invalid (then loading failed already).
+        let p = format!("services.{i}.config");
+        let at_template = loaded.locator.nearest(&format!("{p}.template"));
+        let problem =
+            match crate::runner::services::render_config(svc, cfg, templates, &url, inputs) {
+                Err(e) => Some((
+                    format!(
+                        "service '{}': template '{}' cannot be used",
+                        svc.name, cfg.template
+                    ),
+                    at_template,
+                    e.to_string(),
+                )),
+                Ok(ini) => match driver::Config::from_ini_str(&ini, Path::new(&cfg.template)) {
+                    Ok(_) => None,
+                    Err(e) => {
+                        // Point at the option where the scenario sets it, when it does.
+                        let at = e
+                            .option
+                            .as_deref()
+                            .and_then(|o| {
+                                [
+                                    format!("{p}.vars.amqp_options.{o}"),
+                                    format!("{p}.vars.{o}"),
+                                    format!("driver.options.{o}"),
+                                ]
+                                .iter()
+                                .find_map(|k| loaded.locator.key(k))
+                            })
+                            .unwrap_or(at_template);
+                        Some((
+                            format!(
+                                "service '{}': its configuration rendered from '{}' is invalid",
+                                svc.name, cfg.template
+                            ),
+                            at,
+                            e.to_string(),
+                        ))
+                    }
+                },
+            };
+        if let Some((message, span, why)) = problem {
+            let why = scenario::parse::redact(&why, secrets);
+            let d = scenario::Diagnostic::new(message, span, "")
+                .with_help(Some(why.chars().take(400).collect()));
+            diagnostics.push(d);
+        }
+    }
+    if diagnostics.is_empty() {
+        return Ok(());
+    }
+    Err(Box::new(loaded.invalid(diagnostics)))
+}
+
 /// `HARNESS_VAR_*` of the environment.
 pub fn env_pairs() -> Vec<(String, String)> {
     std::env::vars()
@@ -80,20 +154,39 @@ pub fn env_pairs() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every scenario file under `dir` (recursively, `snapshots/` excluded), sorted.
+/// Every scenario file under `dir` (recursively, `snapshots/` excluded), sorted. Symlinked directories
+/// are not entered; at most [`limits::MAX_DIR_DEPTH`] levels and [`limits::MAX_LIST_ENTRIES`] entries
+/// are looked at.
 pub fn scenario_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if p.file_name().is_some_and(|n| n != "snapshots") {
-                out.extend(scenario_files(&p));
+    let mut seen = 0usize;
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > limits::MAX_LIST_ENTRIES {
+                eprintln!(
+                    "warning: {} has more than {} entries; the rest is not listed",
+                    dir.display(),
+                    limits::MAX_LIST_ENTRIES
+                );
+                out.sort();
+                return out;
             }
-        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            out.push(p);
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if depth + 1 < limits::MAX_DIR_DEPTH
+                    && p.file_name().is_some_and(|n| n != "snapshots")
+                {
+                    stack.push((p, depth + 1));
+                }
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p);
+            }
         }
     }
     out.sort();
@@ -112,15 +205,18 @@ fn list(dir: &Path) -> i32 {
         .max()
         .unwrap_or(0);
     for f in &files {
-        let desc = std::fs::read_to_string(f)
-            .ok()
-            .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
-            .and_then(|v| {
-                v.get("description")
-                    .and_then(|d| d.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "(no description)".to_string());
+        // Bounded, regular files only: a FIFO or a device named *.yaml must not block or fill memory.
+        let desc = match scenario::read::read_text(f, limits::MAX_FILE_BYTES) {
+            Ok(t) => serde_yaml::from_str::<serde_yaml::Value>(&t)
+                .ok()
+                .and_then(|v| {
+                    v.get("description")
+                        .and_then(|d| d.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "(no description)".to_string()),
+            Err(e) => format!("(not readable: {e})"),
+        };
         let desc = desc.split_whitespace().collect::<Vec<_>>().join(" ");
         outln!("{:width$}  {desc}", f.display().to_string());
     }
@@ -174,7 +270,7 @@ fn render(args: RenderArgs, templates: &Path) -> i32 {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                exit_code::INTERNAL
+                exit_code::USAGE
             }
         };
     };
@@ -215,6 +311,10 @@ fn render_scenario(
             return exit_code::SCENARIO_INVALID;
         }
     };
+    if let Err(inv) = check_service_configs(&loaded, templates) {
+        eprint!("{}", inv.render());
+        return exit_code::SCENARIO_INVALID;
+    }
     let overrides = Overrides {
         broker,
         ..Overrides::default()

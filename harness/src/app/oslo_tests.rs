@@ -29,10 +29,10 @@ pub struct OsloTestsArgs {
     #[arg(long, value_name = "BACKEND", value_parser = crate::cli::parse_backend)]
     pub backend: Option<BackendKind>,
     /// An already running broker instead.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["backend", "broker"], value_parser = crate::cli::parse_url)]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["backend", "broker"], value_parser = crate::cli::UrlParser)]
     pub url: Option<TransportUrl>,
     /// Notifications to this broker (default: the RPC broker; a router gets a qpidd for them).
-    #[arg(long, value_name = "URL", value_parser = crate::cli::parse_url)]
+    #[arg(long, value_name = "URL", value_parser = crate::cli::UrlParser)]
     pub notify_url: Option<TransportUrl>,
     /// Only tests whose id contains PATTERN (repeatable).
     #[arg(short = 'k', value_name = "PATTERN")]

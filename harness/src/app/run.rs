@@ -73,6 +73,19 @@ pub fn load_and_plan(
             )));
         }
     };
+    if let Err(inv) = super::check_service_configs(&loaded, templates) {
+        eprint!("{}", inv.render());
+        let first = inv
+            .diagnostics
+            .first()
+            .map(|d| d.message.clone())
+            .unwrap_or_default();
+        return Err(Box::new(error_report(
+            file,
+            exit_code::SCENARIO_INVALID,
+            format!("invalid scenario: {first}"),
+        )));
+    }
     plan::plan(&loaded, overrides, templates).map_err(|e| {
         eprintln!("error: {}: {e}", file.display());
         Box::new(error_report(file, exit_code::BROKER_SETUP, e.to_string()))

@@ -17,8 +17,24 @@ pub const MAX_NODES: usize = 9;
 pub const MAX_REQUEUE: usize = 1_000_000;
 /// Longest duration anywhere in a scenario (timeouts, sleeps, pauses).
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
-/// Deepest nesting of YAML collections.
+/// Deepest nesting of YAML collections (the file is refused at the collection that goes deeper).
 pub const MAX_DEPTH: usize = 64;
+/// Largest scenario once its `{{ variables }}` are substituted (bytes).
+pub const MAX_EXPANDED_BYTES: u64 = 4 * 1024 * 1024;
+/// Most steps of one scenario.
+pub const MAX_STEPS: usize = 10_000;
+/// Most services of one scenario.
+pub const MAX_SERVICES: usize = 256;
+/// Largest count an expectation can name (`wait:`/`expect:` deliveries, `traffic_stop` counts).
+pub const MAX_EXPECTED_COUNT: usize = 1_000_000_000;
+/// Largest template file read (bytes).
+pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+/// Most directory entries looked at under a templates directory (`--templates /` is refused, not walked).
+pub const MAX_TEMPLATE_ENTRIES: usize = 5_000;
+/// Deepest directory level looked at under a templates directory or by `harness list`.
+pub const MAX_DIR_DEPTH: usize = 8;
+/// Most directory entries `harness list` looks at.
+pub const MAX_LIST_ENTRIES: usize = 20_000;
 
 /// `MAX_DURATION` as written in messages.
 pub fn max_duration_text() -> String {

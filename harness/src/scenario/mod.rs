@@ -6,6 +6,7 @@ pub mod limits;
 pub mod locate;
 pub mod model;
 pub mod parse;
+pub mod read;
 pub mod typed;
 pub mod validate;
 pub mod vars;

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::diagnostic::{did_you_mean, Diagnostic};
-use super::locate::{Locator, Span};
+use super::limits;
+use super::locate::{self, Locator, Span};
 use super::model::ScenarioFile;
+use super::read::{self, ReadError};
 use super::typed::Scenario;
 use super::validate;
 use super::vars;
@@ -25,6 +27,34 @@ pub struct Loaded {
     pub locator: Locator,
     /// The variables in force.
     pub vars: BTreeMap<String, String>,
+    /// The file as written.
+    pub text: String,
+    /// Maps positions in `source` back to `text`.
+    pub map: vars::SourceMap,
+    /// Values never to print (passwords, secret-named variables).
+    pub secrets: Vec<String>,
+}
+
+impl Loaded {
+    /// A diagnostic at `span` (a position in `source`) as an [`Invalid`] against the file as written.
+    pub fn invalid(&self, diagnostics: Vec<Diagnostic>) -> Invalid {
+        Invalid {
+            file: self.file.clone(),
+            source: redact(&self.text, &self.secrets),
+            diagnostics: diagnostics
+                .into_iter()
+                .map(|d| {
+                    redact_diagnostic(
+                        Diagnostic {
+                            span: self.map.to_input(d.span),
+                            ..d
+                        },
+                        &self.secrets,
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A scenario that failed to load, with everything needed to render its diagnostics.
@@ -60,13 +90,13 @@ impl Invalid {
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file could not be read.
+    /// The file could not be read (missing, not a regular file, too large, not text).
     #[error("cannot read scenario {}: {source}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: ReadError,
     },
     /// The file is not a valid scenario.
     #[error("{}", .0.render())]
@@ -79,7 +109,7 @@ pub fn load_file(
     env: &[(String, String)],
     cli_vars: &[(String, String)],
 ) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let text = read::read_text(path, limits::MAX_FILE_BYTES).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -92,6 +122,43 @@ pub fn load_file(
     parse_str(&file, &stem, &text, env, cli_vars).map_err(|e| LoadError::Invalid(Box::new(e)))
 }
 
+/// Replaces every secret (and its percent-encoded form) and the password of any `scheme://user:pw@`
+/// in `text` with `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    let mut all: Vec<String> = Vec::new();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        all.push(s.clone());
+        let enc = percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+        all.push(enc);
+    }
+    // Longest first, so that a secret containing another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in &all {
+        out = out.replace(s.as_str(), "***");
+    }
+    let re = Regex::new(r#"(://[^:/@\s"']*:)[^\s"']*@"#).unwrap_or_else(|_| unreachable!());
+    re.replace_all(&out, "${1}***@").into_owned()
+}
+
+/// Whether a variable named `name` holds a secret (`password`, `db_pass`, `api_token`, `secret`...).
+pub fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["pass", "pw", "secret", "token", "credential", "key"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+fn redact_diagnostic(d: Diagnostic, secrets: &[String]) -> Diagnostic {
+    Diagnostic {
+        message: redact(&d.message, secrets),
+        label: redact(&d.label, secrets),
+        help: d.help.map(|h| redact(&h, secrets)),
+        span: d.span,
+    }
+}
+
 /// Parses and validates scenario `text` named `file`.
 pub fn parse_str(
     file: &str,
@@ -100,49 +167,114 @@ pub fn parse_str(
     env: &[(String, String)],
     cli_vars: &[(String, String)],
 ) -> Result<Loaded, Invalid> {
-    let vars = vars::merge(vars::file_vars(text), env, cli_vars);
-    let source = match vars::substitute(text, &vars) {
-        Ok(s) => s,
-        Err(diagnostics) => {
-            return Err(Invalid {
-                file: file.into(),
-                source: text.into(),
-                diagnostics,
-            })
-        }
-    };
-    let invalid = |diagnostics| Invalid {
+    // Variables whose name says they hold a secret are never printed; values used as a `password:` are
+    // found by the scans below, URLs' passwords by `redact`.
+    let mut secrets: Vec<String> = env
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("HARNESS_VAR_").map(|k| (k, v)))
+        .chain(cli_vars.iter().map(|(k, v)| (k.as_str(), v)))
+        .filter(|(k, _)| secret_name(k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let raw_scan = locate::scan(text);
+    secrets.extend(raw_scan.secrets.iter().cloned());
+    let invalid_raw = |diagnostics: Vec<Diagnostic>, secrets: &[String]| Invalid {
         file: file.into(),
-        source: source.clone(),
-        diagnostics,
+        source: redact(text, secrets),
+        diagnostics: diagnostics
+            .into_iter()
+            .map(|d| redact_diagnostic(d, secrets))
+            .collect(),
+    };
+    // Structural problems of the file as written (duplicate keys, depth, documents) come first: they
+    // make everything after them meaningless (a duplicate var is not an undefined one).
+    if !raw_scan.problems.is_empty() {
+        return Err(invalid_raw(raw_scan.problems.clone(), &secrets));
+    }
+    let merged = vars::merge(vars::file_vars(text), env, cli_vars);
+    secrets.extend(
+        merged
+            .iter()
+            .filter(|(k, v)| secret_name(k) && !v.is_empty())
+            .map(|(_, v)| v.clone()),
+    );
+    let var_span = |name: &str| {
+        raw_scan
+            .locator
+            .value(&format!("vars.{name}"))
+            .or_else(|| raw_scan.locator.key("vars"))
+            .unwrap_or(Span {
+                line: 1,
+                col: 1,
+                len: 1,
+            })
+    };
+    let vars = vars::resolve(&merged, &var_span).map_err(|d| invalid_raw(d, &secrets))?;
+    let (source, map) = vars::substitute(text, &vars).map_err(|d| invalid_raw(d, &secrets))?;
+    // Diagnostics below point into `source`; the map takes them back to the file as written.
+    let invalid = |diagnostics: Vec<Diagnostic>, secrets: &[String]| {
+        invalid_raw(
+            diagnostics
+                .into_iter()
+                .map(|d| Diagnostic {
+                    span: map.to_input(d.span),
+                    ..d
+                })
+                .collect(),
+            secrets,
+        )
     };
     if source.trim().is_empty()
         || source
             .lines()
             .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
     {
-        return Err(invalid(vec![Diagnostic::new(
-            "the scenario file is empty",
-            Span {
-                line: 1,
-                col: 1,
-                len: 1,
-            },
-            "expected a mapping with at least `steps:`",
-        )]));
+        return Err(invalid(
+            vec![Diagnostic::new(
+                "the scenario file is empty",
+                Span {
+                    line: 1,
+                    col: 1,
+                    len: 1,
+                },
+                "expected a mapping with at least `steps:`",
+            )],
+            &secrets,
+        ));
     }
-    let locator = Locator::new(&source);
+    let scan = locate::scan(&source);
+    secrets.extend(scan.secrets.iter().cloned());
+    if let Some(d) = scan.problems.first() {
+        // Duplicates, depth or documents brought in by a variable's value.
+        return Err(invalid(vec![d.clone()], &secrets));
+    }
+    let locator = scan.locator;
     let raw: ScenarioFile = match serde_yaml::from_str(&source) {
         Ok(s) => s,
-        Err(e) => return Err(invalid(vec![serde_diagnostic(&e, &source, &locator)])),
+        Err(e) => {
+            let d = match &scan.syntax {
+                // yaml-rust2 and libyaml agree there is a syntax error; the former says where a
+                // string opened.
+                Some(d) if d.message.starts_with("unclosed") => d.clone(),
+                _ => serde_diagnostic(&e, &source, &locator),
+            };
+            return Err(invalid(vec![d], &secrets));
+        }
     };
-    let scenario = validate::validate(&raw, &locator, default_name).map_err(invalid)?;
+    let mut scenario =
+        validate::validate(&raw, &locator, default_name).map_err(|d| invalid(d, &secrets))?;
+    for step in &mut scenario.steps {
+        step.line = map.line(step.line);
+    }
     Ok(Loaded {
         file: file.into(),
         source,
         scenario,
         locator,
         vars,
+        text: text.to_string(),
+        map,
+        secrets,
     })
 }
 
@@ -206,6 +338,19 @@ fn find_key(source: &str, locator: &Locator, name: &str, from: Span) -> Option<S
         }
     }
     None
+}
+
+/// What a whole number at `path` (serde's `steps[0].notify.version`) may be, with its bound.
+fn whole_number_bound(path: &str) -> String {
+    let last = path.rsplit('.').next().unwrap_or("");
+    match last {
+        "version" => "1 or 2".to_string(),
+        "repeat" => format!("a whole number from 1 to {}", limits::MAX_REPEAT),
+        "concurrency" => format!("a whole number from 1 to {}", limits::MAX_CONCURRENCY),
+        "nodes" => format!("a whole number from 1 to {}", limits::MAX_NODES),
+        "requeue" => format!("a whole number from 0 to {}", limits::MAX_REQUEUE),
+        _ => format!("a whole number from 0 to {}", limits::MAX_EXPECTED_COUNT),
+    }
 }
 
 /// Turns a serde_yaml error into a diagnostic with a location, an expectation and a suggestion.
@@ -308,14 +453,26 @@ pub fn serde_diagnostic(e: &serde_yaml::Error, source: &str, locator: &Locator) 
         let (what, expected) = match msg.split_once(", expected ") {
             Some((w, x)) => {
                 let x = match x {
-                    "usize" | "u8" | "u16" | "u32" | "u64" | "i64" => "a whole number",
-                    other => other,
+                    "usize" | "u8" | "u16" | "u32" | "u64" | "i64" => {
+                        whole_number_bound(path.as_deref().unwrap_or(""))
+                    }
+                    other => other.to_string(),
                 };
                 (w.to_string(), format!("expected {x}"))
             }
             None => (msg.clone(), String::new()),
         };
         return Diagnostic::new(format!("{what}{in_}"), span, expected);
+    }
+    if msg.contains("recursion limit exceeded") {
+        return Diagnostic::new(
+            format!(
+                "the scenario nests deeper than {} levels",
+                limits::MAX_DEPTH
+            ),
+            Span { len: 1, ..span },
+            "too deep",
+        );
     }
     // Syntax errors and anything else: keep serde_yaml's wording.
     let line_text = source

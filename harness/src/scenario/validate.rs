@@ -433,17 +433,85 @@ fn driver_settings(
     }
 }
 
+/// A virtual host the transport URL can carry: 1 to 255 of letters, digits and `-_.~:`.
+pub fn check_vhost(vh: &str) -> Result<(), String> {
+    if vh.is_empty() || vh.len() > 255 {
+        return Err("expected 1 to 255 characters".into());
+    }
+    match vh
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | ':')))
+    {
+        Some(c) => Err(format!(
+            "{c:?} is not allowed; use letters, digits and - _ . ~ :"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A template path inside the templates directory: relative, no `..`, ending in `.tera`.
+pub fn check_template_path(t: &str) -> Result<(), String> {
+    use std::path::{Component, Path};
+    if t.is_empty() || t.len() > 255 {
+        return Err("expected a path of 1 to 255 characters".into());
+    }
+    if !Path::new(t)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        || t.contains('\\')
+    {
+        return Err("must stay inside templates/: a relative path without `..`".into());
+    }
+    if !t.ends_with(".tera") {
+        return Err("a template file ends in .tera".into());
+    }
+    Ok(())
+}
+
 fn services(v: &mut V<'_>, raw: &[model::Service]) -> Vec<Service> {
     let mut out = Vec::new();
+    if raw.len() > limits::MAX_SERVICES {
+        v.at_key(
+            "services",
+            format!("more than {} services", limits::MAX_SERVICES),
+            &format!("at most {}", limits::MAX_SERVICES),
+            None,
+        );
+        return out;
+    }
     for (i, svc) in raw.iter().enumerate() {
         let p = format!("services.{i}");
-        if raw[..i].iter().any(|s| s.name == svc.name) {
+        if let Some(j) = raw[..i].iter().position(|s| s.name == svc.name) {
+            let first = v.loc.nearest(&format!("services.{j}.name"));
             v.at(
                 &format!("{p}.name"),
                 format!("duplicate service name '{}'", svc.name),
-                "already defined above",
+                &format!(
+                    "already defined at line {}, column {}",
+                    first.line, first.col
+                ),
                 None,
             );
+        }
+        if let Some(vh) = &svc.vhost {
+            if let Err(why) = check_vhost(vh) {
+                v.at(
+                    &format!("{p}.vhost"),
+                    format!("invalid virtual host '{vh}'"),
+                    &why,
+                    None,
+                );
+            }
+        }
+        if let Some(c) = &svc.config {
+            if let Err(why) = check_template_path(&c.template) {
+                v.at(
+                    &format!("{p}.config.template"),
+                    format!("invalid template path '{}'", c.template),
+                    &why,
+                    Some("name a file under templates/, e.g. services/nova.conf.tera".into()),
+                );
+            }
         }
         let expect_start_error = svc.expect_start_error.as_deref().and_then(|k| {
             v.one_of(
@@ -675,6 +743,15 @@ fn steps(
             None,
         );
     }
+    if raw.steps.len() > limits::MAX_STEPS {
+        v.at_key(
+            "steps",
+            format!("more than {} steps", limits::MAX_STEPS),
+            &format!("at most {}", limits::MAX_STEPS),
+            None,
+        );
+        return Vec::new();
+    }
     let names = reference_names(services);
     let mut out = Vec::new();
     let mut running: Vec<&str> = Vec::new();
@@ -741,8 +818,9 @@ fn step_kind(
         model::Step::Fanout(c) => StepKind::Cast(cast(v, p, c, names, true)),
         model::Step::Notify(n) => StepKind::Notify(notify(v, p, n, names)?),
         model::Step::Wait(w) => {
-            for svc in w.deliveries.keys() {
+            for (svc, n) in &w.deliveries {
                 v.service_ref(&format!("{p}.deliveries.{svc}"), svc, names, true);
+                expected_count(v, &format!("{p}.deliveries.{svc}"), svc, *n);
             }
             StepKind::Wait(Wait {
                 deliveries: w.deliveries.clone(),
@@ -752,11 +830,15 @@ fn step_kind(
             })
         }
         model::Step::Expect(e) => {
-            for svc in e.deliveries.keys() {
+            for (svc, n) in &e.deliveries {
                 v.service_ref(&format!("{p}.deliveries.{svc}"), svc, names, true);
+                expected_count(v, &format!("{p}.deliveries.{svc}"), svc, *n);
             }
-            for svc in e.received.keys() {
+            for (svc, per) in &e.received {
                 v.service_ref(&format!("{p}.received.{svc}"), svc, names, true);
+                for (k, n) in per {
+                    expected_count(v, &format!("{p}.received.{svc}.{k}"), k, *n);
+                }
             }
             StepKind::Expect(Expect {
                 deliveries: e.deliveries.clone(),
@@ -772,12 +854,22 @@ fn step_kind(
         model::Step::Network(x) => StepKind::Network(network(v, p, x, nodes)?),
         model::Step::BrokerFault(x) => StepKind::BrokerFault(broker_fault(v, p, x, nodes)?),
         model::Step::TrafficStop(t) => StepKind::TrafficStop(TrafficStop {
+            lost: t
+                .expect
+                .lost
+                .and_then(|n| expected_count(v, &format!("{p}.expect.lost"), "lost", n)),
+            calls_ok_at_least: t.expect.calls_ok_at_least.and_then(|n| {
+                expected_count(
+                    v,
+                    &format!("{p}.expect.calls_ok_at_least"),
+                    "calls_ok_at_least",
+                    n,
+                )
+            }),
             name: t.name.clone(),
             drain: v
                 .duration(&format!("{p}.drain"), &t.drain)
                 .unwrap_or(DEFAULT_WAIT_TIMEOUT),
-            lost: t.expect.lost,
-            calls_ok_at_least: t.expect.calls_ok_at_least,
         }),
         model::Step::Pause(n) => {
             let d = v.duration_str(&format!("{p}.for"), &n.duration);
@@ -786,6 +878,11 @@ fn step_kind(
             f
         }
     })
+}
+
+/// A count an expectation names, at most [`limits::MAX_EXPECTED_COUNT`].
+fn expected_count(v: &mut V<'_>, path: &str, key: &str, n: usize) -> Option<usize> {
+    v.count(path, key, n, 0, limits::MAX_EXPECTED_COUNT)
 }
 
 fn fault(
