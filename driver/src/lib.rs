@@ -48,10 +48,10 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, oneshot};
 
 pub use address::{AddressingKind, Target};
-pub use engine::Event;
+pub use engine::{ConnectionInfo, Event};
 pub use error::{
     CallError, CallErrorKind, CastError, CastErrorKind, ConnectError, ConnectErrorKind, Error,
-    ListenError, ListenErrorKind, NotifyError, NotifyErrorKind,
+    ListenError, ListenErrorKind, ManagementError, NotifyError, NotifyErrorKind,
 };
 pub use limits::{MAX_BODY_BYTES, MAX_TIMEOUT, MAX_TIMEOUT_SECS};
 pub use notify::{IncomingNotification, NotificationListener, Notifier};
@@ -119,6 +119,17 @@ impl Transport {
     /// ```
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
+    }
+
+    /// What the current (or last) connection chose from the peer's Open properties: the
+    /// addressing kind and the reply mode (`reply_mode: auto` resolved), with the peer's product
+    /// and version. `None` before the first connection.
+    pub fn connection_info(&self) -> Option<ConnectionInfo> {
+        self.shared
+            .info
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The configuration this transport was created with.
