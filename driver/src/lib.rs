@@ -7,8 +7,22 @@
 //! * [`Notifier`] and [`NotificationListener`] send and receive notifications.
 //!
 //! Modules: [`url`] (transport URL), [`options`] (the `[oslo_messaging_amqp]`
-//! options and the INI loader), [`address`] (legacy / routable / rabbitmq
-//! addressing), [`wire`] (message encoding), [`error`].
+//! options and the INI loader), [`address`] (legacy / routable / rabbitmq /
+//! rabbitmq4 addressing), [`wire`] (message encoding), [`error`].
+//!
+//! On RabbitMQ the driver goes beyond the Python driver, chosen per connection
+//! from the broker's Open properties ([`Transport::connection_info`]):
+//!
+//! | broker | addressing (`addressing_mode: dynamic`) | reply link (`reply_mode: auto`) |
+//! |---|---|---|
+//! | qpidd, no product | legacy | dynamic (as oslo) |
+//! | qdrouterd, others | routable | dynamic (as oslo) |
+//! | RabbitMQ 3.x | rabbitmq (`/queue/`, `/topic/`) | named reply queue |
+//! | RabbitMQ 4.0 | rabbitmq4 (v2 `/queues/`, `/exchanges/`, declared through `/management`) | named reply queue |
+//! | RabbitMQ 4.1+ | rabbitmq4 | `temporary-queue` dynamic source |
+//!
+//! The reply link is attached by the first call of a connection, so servers,
+//! listeners, notifiers and cast-only clients never attach one.
 //!
 //! # Quick start
 //!
