@@ -304,7 +304,7 @@ async fn raw_notify_phase(
     let n = args.messages / 4;
     let topic = "benchraw";
     let cfg = Config::from_url(url)?;
-    let kind = resolve_kind(cfg.amqp.addressing_mode, product);
+    let kind = resolve_kind(cfg.amqp.addressing_mode, product, None);
     let address =
         Addresser::new(kind, &cfg.amqp, &cfg.control_exchange, None).notify(topic, "info");
     let recv = counting_listener(server_t, topic, n).await?;

@@ -1,11 +1,16 @@
 //! Address resolution, as oslo.messaging's `amqp1_driver/addressing.py` (reference §3),
-//! plus the amqp1-rig RabbitMQ 3.x extension.
+//! plus the amqp1-rig RabbitMQ 3.x and 4.x extensions.
 //!
 //! | kind | unicast (server) | multicast (fanout) | anycast (group) |
 //! |---|---|---|---|
 //! | legacy | `exclusive[.vhost].exch.topic.server` | `broadcast[.vhost].exch.topic.all` | `unicast[.vhost].exch.topic` |
 //! | routable | `openstack.org/om/rpc/unicast[/vhost]/exch/topic/server` | `.../rpc/multicast[/vhost]/exch/topic` | `.../rpc/anycast[/vhost]/exch/topic` |
 //! | rabbitmq | `/queue/<legacy unicast>` | `/topic/<legacy multicast>` | `/queue/<legacy anycast>` |
+//! | rabbitmq4 | `/queues/<legacy unicast>` | `/exchanges/<legacy multicast>` (fanout) | `/queues/<legacy anycast>` |
+//!
+//! RabbitMQ 4.x v2 addresses name queues and exchanges that must exist; the engine declares them
+//! through the broker's `/management` node before it attaches (see `engine/management.rs`). A
+//! server's fanout copy arrives on its own exclusive queue bound to the fanout exchange.
 //!
 //! Notifications are anycast to topic `<topic>.<priority>` (`notify` prefix in routable mode).
 //!
@@ -20,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::options::{AddressingMode, AmqpOptions};
+use crate::options::{AddressingMode, AmqpOptions, ReplyMode};
 
 /// The address syntax in use on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,15 +37,18 @@ pub enum AddressingKind {
     Routable,
     /// RabbitMQ 3.x AMQP 1.0 plugin (`/queue/...`, `/topic/...`), amqp1-rig extension.
     Rabbitmq,
+    /// RabbitMQ 4.x v2 addresses (`/queues/...`, `/exchanges/...`), amqp1-rig extension.
+    Rabbitmq4,
 }
 
 impl AddressingKind {
-    /// Lower-case name (`legacy`, `routable`, `rabbitmq`).
+    /// Lower-case name (`legacy`, `routable`, `rabbitmq`, `rabbitmq4`).
     pub fn as_str(self) -> &'static str {
         match self {
             AddressingKind::Legacy => "legacy",
             AddressingKind::Routable => "routable",
             AddressingKind::Rabbitmq => "rabbitmq",
+            AddressingKind::Rabbitmq4 => "rabbitmq4",
         }
     }
 }
@@ -51,28 +59,146 @@ impl std::fmt::Display for AddressingKind {
     }
 }
 
-/// Chooses the addressing kind from the option and the peer's Open `product` property
-/// (reference §3.1). In `dynamic` mode a missing product or `qpid-cpp` gives legacy,
-/// `RabbitMQ` gives the rabbitmq extension, anything else routable.
-pub fn resolve_kind(mode: AddressingMode, product: Option<&str>) -> AddressingKind {
+/// `(major, minor)` of a RabbitMQ peer, from its Open `version` property (`4.3.6`, `3.10.8`).
+pub fn rabbitmq_version(product: Option<&str>, version: Option<&str>) -> Option<(u32, u32)> {
+    if product != Some("RabbitMQ") {
+        return None;
+    }
+    let mut parts = version?.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+/// Chooses the addressing kind from the option and the peer's Open `product` and `version`
+/// properties (reference §3.1). In `dynamic` mode a missing product or `qpid-cpp` gives legacy,
+/// `RabbitMQ` gives the rabbitmq extension (`rabbitmq4`, v2 addresses, from version 4 on), anything
+/// else routable.
+pub fn resolve_kind(
+    mode: AddressingMode,
+    product: Option<&str>,
+    version: Option<&str>,
+) -> AddressingKind {
     match mode {
         AddressingMode::Legacy => AddressingKind::Legacy,
         AddressingMode::Routable => AddressingKind::Routable,
         AddressingMode::Rabbitmq => AddressingKind::Rabbitmq,
+        AddressingMode::Rabbitmq4 => AddressingKind::Rabbitmq4,
         AddressingMode::Dynamic => match product {
             None | Some("qpid-cpp") => AddressingKind::Legacy,
-            Some("RabbitMQ") => AddressingKind::Rabbitmq,
+            Some("RabbitMQ") => match rabbitmq_version(product, version) {
+                Some((major, _)) if major >= 4 => AddressingKind::Rabbitmq4,
+                _ => AddressingKind::Rabbitmq,
+            },
             Some(_) => AddressingKind::Routable,
         },
     }
 }
 
-/// Address of a named reply queue for `kind`: `/queue/<name>` for RabbitMQ, `<name>` otherwise.
+/// The reply mode a connection uses: `mode` itself unless it is `auto`, which picks from the peer's
+/// Open properties: on RabbitMQ 4.1 and later a `temporary-queue` dynamic source, on older RabbitMQ
+/// (which refuses dynamic sources) a `named` reply queue, and oslo's `dynamic` reply link anywhere
+/// else. `rabbitmq-direct-reply` is never picked: RabbitMQ refuses a sender link to a Direct
+/// Reply-To address on the connection that owns it, so an RPC server sharing the caller's
+/// transport could not answer.
+pub fn resolve_reply_mode(
+    mode: ReplyMode,
+    product: Option<&str>,
+    version: Option<&str>,
+) -> ReplyMode {
+    if mode != ReplyMode::Auto {
+        return mode;
+    }
+    if product != Some("RabbitMQ") {
+        return ReplyMode::Dynamic;
+    }
+    match rabbitmq_version(product, version) {
+        Some((major, minor)) if (major, minor) >= (4, 1) => ReplyMode::TemporaryQueue,
+        _ => ReplyMode::Named,
+    }
+}
+
+/// Address of a named reply queue for `kind`: `/queue/<name>` (RabbitMQ 3.x), `/queues/<name>`
+/// (RabbitMQ 4.x), `<name>` otherwise.
 pub fn named_reply_address(kind: AddressingKind, name: &str) -> String {
     match kind {
         AddressingKind::Rabbitmq => format!("/queue/{name}"),
+        AddressingKind::Rabbitmq4 => v2_queue(name),
         AddressingKind::Legacy | AddressingKind::Routable => name.to_string(),
     }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, as RabbitMQ's v2 addresses
+/// and management paths want (`uri_string:quote`).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`percent_encode`] (invalid escapes are kept as they are).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The v2 address of queue `name` (`/queues/<name>`).
+pub fn v2_queue(name: &str) -> String {
+    format!("/queues/{}", percent_encode(name))
+}
+
+/// The v2 address of exchange `name` with an empty routing key (`/exchanges/<name>`).
+pub fn v2_exchange(name: &str) -> String {
+    format!("/exchanges/{}", percent_encode(name))
+}
+
+/// What a v2 address names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum V2Node {
+    /// `/queues/<name>`.
+    Queue(String),
+    /// `/exchanges/<name>` or `/exchanges/<name>/<key>`.
+    Exchange {
+        /// Exchange name.
+        name: String,
+        /// Routing key (empty when the address has none).
+        key: String,
+    },
+}
+
+/// Parses a v2 address (`None` for anything else, e.g. a v1 or dynamic address).
+pub fn parse_v2(address: &str) -> Option<V2Node> {
+    if let Some(q) = address.strip_prefix("/queues/") {
+        return (!q.is_empty() && !q.contains('/')).then(|| V2Node::Queue(percent_decode(q)));
+    }
+    let x = address.strip_prefix("/exchanges/")?;
+    let (name, key) = x.split_once('/').unwrap_or((x, ""));
+    (!name.is_empty() && !key.contains('/')).then(|| V2Node::Exchange {
+        name: percent_decode(name),
+        key: percent_decode(key),
+    })
 }
 
 /// An oslo.messaging target.
@@ -302,6 +428,7 @@ impl Addresser {
                 self.routable(target, Service::Rpc, &self.unicast_tag, true)
             }
             AddressingKind::Rabbitmq => format!("/queue/{}", self.legacy_unicast(target)),
+            AddressingKind::Rabbitmq4 => v2_queue(&self.legacy_unicast(target)),
         }
     }
 
@@ -313,6 +440,7 @@ impl Addresser {
                 self.routable(target, Service::Rpc, &self.multicast_tag, false)
             }
             AddressingKind::Rabbitmq => format!("/topic/{}", self.legacy_multicast(target)),
+            AddressingKind::Rabbitmq4 => v2_exchange(&self.legacy_multicast(target)),
         }
     }
 
@@ -324,6 +452,7 @@ impl Addresser {
                 self.routable(target, Service::Rpc, &self.anycast_tag, false)
             }
             AddressingKind::Rabbitmq => format!("/queue/{}", self.legacy_anycast(target)),
+            AddressingKind::Rabbitmq4 => v2_queue(&self.legacy_anycast(target)),
         }
     }
 
@@ -358,6 +487,7 @@ impl Addresser {
                 self.routable(&t, Service::Notify, &self.anycast_tag, false)
             }
             AddressingKind::Rabbitmq => format!("/queue/{}", self.legacy_anycast(&t)),
+            AddressingKind::Rabbitmq4 => v2_queue(&self.legacy_anycast(&t)),
         }
     }
 }

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::engine::{Command, SendCmd, SendFail, SendOk, Shared};
-use crate::error::Condition;
+use crate::error::{Condition, ManagementError};
 
 /// Why a send failed, before it is mapped to an operation's error kind.
 #[derive(Debug)]
@@ -22,6 +22,8 @@ pub(crate) enum SendErr {
         condition: Option<Condition>,
         reason: String,
     },
+    /// The management node refused a declaration the address needs.
+    Management(ManagementError),
     /// The transport is closed.
     Closed,
 }
@@ -87,6 +89,7 @@ pub(crate) async fn deliver(
                     reason,
                 })
             }
+            Err(SendFail::Management(m)) => return Err(SendErr::Management(m)),
             Err(SendFail::NotWritten(reason)) => reason,
             Ok(SendOk(fut)) => match tokio::time::timeout_at(deadline, fut).await {
                 Err(_) => return Err(SendErr::TimedOut),

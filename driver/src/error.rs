@@ -9,6 +9,8 @@
 //! * [`Error::condition`] / [`Error::description`]: the AMQP error condition and
 //!   description the broker sent when it refused something (for example
 //!   `amqp:not-implemented` / `Dynamic sources not supported` from RabbitMQ 3.x);
+//! * [`Error::management`]: the request the broker's management node refused and its answer
+//!   (`Management` kinds: RabbitMQ 4.x declarations of queues, exchanges and bindings);
 //! * [`std::error::Error::source`]: the lower-level cause (fe2o3, I/O, TLS, ...).
 
 use std::fmt;
@@ -55,6 +57,30 @@ pub(crate) fn condition_symbol(c: &fe2o3_amqp_types::definitions::ErrorCondition
         .unwrap_or_else(|| format!("{c:?}"))
 }
 
+/// A request to the broker's management node (RabbitMQ 4.x, HTTP over AMQP on `/management`)
+/// that failed: the request line, the status the node answered (none when no answer came) and its
+/// description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagementError {
+    /// `METHOD path`, e.g. `PUT /queues/exclusive.openstack.compute.host1`.
+    pub request: String,
+    /// The response status (`409`, `403`, ...), when the node answered.
+    pub status: Option<u16>,
+    /// The node's description, or why no answer came (link refused, timed out, ...).
+    pub description: String,
+}
+
+impl fmt::Display for ManagementError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "{} answered {s}: {}", self.request, self.description),
+            None => write!(f, "{}: {}", self.request, self.description),
+        }
+    }
+}
+
+impl std::error::Error for ManagementError {}
+
 /// Generic error of one driver operation: a kind plus optional details.
 pub struct Error<K> {
     kind: K,
@@ -62,6 +88,7 @@ pub struct Error<K> {
     condition: Option<Condition>,
     remote: Option<Box<RemoteError>>,
     detail: Option<String>,
+    management: Option<Box<ManagementError>>,
 }
 
 impl<K: Copy> Error<K> {
@@ -73,6 +100,7 @@ impl<K: Copy> Error<K> {
             condition: None,
             remote: None,
             detail: None,
+            management: None,
         }
     }
 
@@ -106,6 +134,11 @@ impl<K: Copy> Error<K> {
             .and_then(|c| c.description.as_deref())
     }
 
+    /// The management request that failed, for `Management` kinds.
+    pub fn management(&self) -> Option<&ManagementError> {
+        self.management.as_deref()
+    }
+
     /// A short human readable detail (address, host, ...), if any.
     pub fn detail(&self) -> Option<&str> {
         self.detail.as_deref()
@@ -118,6 +151,11 @@ impl<K: Copy> Error<K> {
 
     pub(crate) fn set_remote(mut self, r: RemoteError) -> Self {
         self.remote = Some(Box::new(r));
+        self
+    }
+
+    pub(crate) fn set_management(mut self, m: ManagementError) -> Self {
+        self.management = Some(Box::new(m));
         self
     }
 
@@ -134,6 +172,7 @@ impl<K: Copy> Error<K> {
             condition: self.condition,
             remote: self.remote,
             detail: self.detail,
+            management: self.management,
         }
     }
 }
@@ -146,6 +185,9 @@ impl<K: fmt::Display> fmt::Display for Error<K> {
         }
         if let Some(r) = &self.remote {
             write!(f, ": {}.{}: {}", r.module, r.class, r.message)?;
+        }
+        if let Some(m) = &self.management {
+            write!(f, ": {m}")?;
         }
         if let Some(c) = &self.condition {
             write!(f, ": {c}")?;
@@ -168,6 +210,9 @@ impl<K: fmt::Debug> fmt::Debug for Error<K> {
             d.field("remote_class", &r.class)
                 .field("remote_module", &r.module)
                 .field("remote_message", &r.message);
+        }
+        if let Some(m) = &self.management {
+            d.field("management", m);
         }
         if let Some(c) = &self.condition {
             d.field("condition", c);
@@ -220,6 +265,7 @@ macro_rules! kinds {
     (@snake Closed) => { "closed" };
     (@snake Config) => { "config" };
     (@snake MalformedReply) => { "malformed_reply" };
+    (@snake Management) => { "management" };
 }
 
 kinds!(
@@ -243,6 +289,9 @@ kinds!(
         /// The reply arrived but its body cannot be decoded (not JSON, not
         /// an amqp-value string, wrong types); [`Error::detail`] says why.
         MalformedReply => "malformed reply",
+        /// The broker's management node refused a declaration the target needs (RabbitMQ
+        /// 4.x); see [`Error::management`].
+        Management => "broker management request failed",
     }
 );
 
@@ -261,6 +310,9 @@ kinds!(
         Refused => "broker refused the link",
         /// The transport was closed.
         Closed => "transport closed",
+        /// The broker's management node refused a declaration the target needs (RabbitMQ
+        /// 4.x); see [`Error::management`].
+        Management => "broker management request failed",
     }
 );
 
@@ -277,6 +329,9 @@ kinds!(
         Refused => "broker refused the link",
         /// The transport was closed.
         Closed => "transport closed",
+        /// The broker's management node refused a declaration the target needs (RabbitMQ
+        /// 4.x); see [`Error::management`].
+        Management => "broker management request failed",
     }
 );
 
@@ -293,6 +348,9 @@ kinds!(
         Disconnected => "connection lost while attaching",
         /// The transport was closed.
         Closed => "transport closed",
+        /// The broker's management node refused a declaration the target needs (RabbitMQ
+        /// 4.x); see [`Error::management`].
+        Management => "broker management request failed",
     }
 );
 
@@ -341,6 +399,22 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "broker refused the link: amqp:not-implemented: Dynamic sources not supported"
+        );
+    }
+
+    #[test]
+    fn management_failure_names_the_request_and_the_answer() {
+        let e = CastError::new(CastErrorKind::Management).set_management(ManagementError {
+            request: "PUT /queues/q1".into(),
+            status: Some(409),
+            description: "inequivalent arg 'durable'".into(),
+        });
+        assert_eq!(e.kind().as_str(), "management");
+        let m = e.management().expect("management detail");
+        assert_eq!(m.status, Some(409));
+        assert_eq!(
+            e.to_string(),
+            "broker management request failed: PUT /queues/q1 answered 409: inequivalent arg 'durable'"
         );
     }
 

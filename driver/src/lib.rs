@@ -7,8 +7,22 @@
 //! * [`Notifier`] and [`NotificationListener`] send and receive notifications.
 //!
 //! Modules: [`url`] (transport URL), [`options`] (the `[oslo_messaging_amqp]`
-//! options and the INI loader), [`address`] (legacy / routable / rabbitmq
-//! addressing), [`wire`] (message encoding), [`error`].
+//! options and the INI loader), [`address`] (legacy / routable / rabbitmq /
+//! rabbitmq4 addressing), [`wire`] (message encoding), [`error`].
+//!
+//! On RabbitMQ the driver goes beyond the Python driver, chosen per connection
+//! from the broker's Open properties ([`Transport::connection_info`]):
+//!
+//! | broker | addressing (`addressing_mode: dynamic`) | reply link (`reply_mode: auto`) |
+//! |---|---|---|
+//! | qpidd, no product | legacy | dynamic (as oslo) |
+//! | qdrouterd, others | routable | dynamic (as oslo) |
+//! | RabbitMQ 3.x | rabbitmq (`/queue/`, `/topic/`) | named reply queue |
+//! | RabbitMQ 4.0 | rabbitmq4 (v2 `/queues/`, `/exchanges/`, declared through `/management`) | named reply queue |
+//! | RabbitMQ 4.1+ | rabbitmq4 | `temporary-queue` dynamic source |
+//!
+//! The reply link is attached by the first call of a connection, so servers,
+//! listeners, notifiers and cast-only clients never attach one.
 //!
 //! # Quick start
 //!
@@ -48,10 +62,10 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, oneshot};
 
 pub use address::{AddressingKind, Target};
-pub use engine::Event;
+pub use engine::{ConnectionInfo, Event};
 pub use error::{
     CallError, CallErrorKind, CastError, CastErrorKind, ConnectError, ConnectErrorKind, Error,
-    ListenError, ListenErrorKind, NotifyError, NotifyErrorKind,
+    ListenError, ListenErrorKind, ManagementError, NotifyError, NotifyErrorKind,
 };
 pub use limits::{MAX_BODY_BYTES, MAX_TIMEOUT, MAX_TIMEOUT_SECS};
 pub use notify::{IncomingNotification, NotificationListener, Notifier};
@@ -119,6 +133,17 @@ impl Transport {
     /// ```
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
+    }
+
+    /// What the current (or last) connection chose from the peer's Open properties: the
+    /// addressing kind and the reply mode (`reply_mode: auto` resolved), with the peer's product
+    /// and version. `None` before the first connection.
+    pub fn connection_info(&self) -> Option<ConnectionInfo> {
+        self.shared
+            .info
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The configuration this transport was created with.

@@ -13,8 +13,8 @@
 //! * `?pre_settled=...` in a URL works here (repeat the parameter or separate values by
 //!   commas). In oslo the value came back as a plain string whose characters were iterated,
 //!   so nothing was pre-settled (reference §1).
-//! * `addressing_mode` only accepts `dynamic`, `legacy`, `routable` (and the `rabbitmq`
-//!   extension); oslo accepted any string and silently treated unknown values as routable.
+//! * `addressing_mode` only accepts `dynamic`, `legacy`, `routable` (and the `rabbitmq` and
+//!   `rabbitmq4` extensions); oslo accepted any string and silently treated unknown values as routable.
 //! * `idle_timeout` must be >= 0 (oslo has no lower bound; negative values meant "off").
 //! * Unknown keys in `[oslo_messaging_amqp]` are errors (oslo ignores them), so typos are
 //!   reported with a did-you-mean suggestion.
@@ -39,15 +39,19 @@ pub enum AddressingMode {
     Routable,
     /// amqp1-rig extension: RabbitMQ 3.x AMQP 1.0 plugin addresses (`/queue/...`, `/topic/...`).
     Rabbitmq,
+    /// amqp1-rig extension: RabbitMQ 4.x v2 addresses (`/queues/<q>`, `/exchanges/<x>`), with the
+    /// queues, exchanges and bindings declared through the broker's `/management` node.
+    Rabbitmq4,
 }
 
 impl AddressingMode {
     /// Every mode, in the order documentation lists them.
-    pub const ALL: [AddressingMode; 4] = [
+    pub const ALL: [AddressingMode; 5] = [
         AddressingMode::Dynamic,
         AddressingMode::Legacy,
         AddressingMode::Routable,
         AddressingMode::Rabbitmq,
+        AddressingMode::Rabbitmq4,
     ];
 
     /// The option value spelling.
@@ -57,6 +61,7 @@ impl AddressingMode {
             AddressingMode::Legacy => "legacy",
             AddressingMode::Routable => "routable",
             AddressingMode::Rabbitmq => "rabbitmq",
+            AddressingMode::Rabbitmq4 => "rabbitmq4",
         }
     }
 }
@@ -69,6 +74,7 @@ impl FromStr for AddressingMode {
             "legacy" => Ok(AddressingMode::Legacy),
             "routable" => Ok(AddressingMode::Routable),
             "rabbitmq" => Ok(AddressingMode::Rabbitmq),
+            "rabbitmq4" => Ok(AddressingMode::Rabbitmq4),
             _ => Err(()),
         }
     }
@@ -83,20 +89,25 @@ impl fmt::Display for AddressingMode {
 /// How the RPC client receives replies (amqp1-rig extension option `reply_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum ReplyMode {
-    /// A receiver link with a dynamic source (what the Python driver does).
+    /// Picked per connection from the peer's Open properties: on RabbitMQ `named` (3.x, 4.0) or
+    /// `temporary-queue` (4.1 and later), `dynamic` on every other broker (so qpidd and
+    /// qdrouterd see exactly what the Python driver sends).
     #[default]
+    Auto,
+    /// A receiver link with a dynamic source (what the Python driver does).
     Dynamic,
     /// A receiver link on a named address chosen by the driver.
     Named,
     /// RabbitMQ 4.x "Direct Reply-To" (`rabbitmq:volatile-queue` capability).
     RabbitmqDirectReply,
-    /// A temporary queue (e.g. for RabbitMQ 3.x, which has no dynamic sources).
+    /// A dynamic source with the `temporary-queue` capability (RabbitMQ 4.1 and later).
     TemporaryQueue,
 }
 
 impl ReplyMode {
     /// Every mode, in the order documentation lists them.
-    pub const ALL: [ReplyMode; 4] = [
+    pub const ALL: [ReplyMode; 5] = [
+        ReplyMode::Auto,
         ReplyMode::Dynamic,
         ReplyMode::Named,
         ReplyMode::RabbitmqDirectReply,
@@ -106,6 +117,7 @@ impl ReplyMode {
     /// The option value spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            ReplyMode::Auto => "auto",
             ReplyMode::Dynamic => "dynamic",
             ReplyMode::Named => "named",
             ReplyMode::RabbitmqDirectReply => "rabbitmq-direct-reply",
@@ -118,6 +130,7 @@ impl FromStr for ReplyMode {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         match s {
+            "auto" => Ok(ReplyMode::Auto),
             "dynamic" => Ok(ReplyMode::Dynamic),
             "named" => Ok(ReplyMode::Named),
             "rabbitmq-direct-reply" => Ok(ReplyMode::RabbitmqDirectReply),
@@ -307,7 +320,7 @@ impl Default for AmqpOptions {
             rpc_server_credit: 100,
             notify_server_credit: 100,
             pre_settled: vec![PreSettled::RpcCast, PreSettled::RpcReply],
-            reply_mode: ReplyMode::Dynamic,
+            reply_mode: ReplyMode::Auto,
             connect_timeout: 30,
         }
     }
@@ -533,10 +546,13 @@ impl AmqpOptions {
                 self.default_sender_link_timeout = parse_secs(name, v, 1)?
             }
             "addressing_mode" => {
-                self.addressing_mode = v
-                    .trim()
-                    .parse()
-                    .map_err(|()| invalid(name, v, "one of dynamic, legacy, routable, rabbitmq"))?
+                self.addressing_mode = v.trim().parse().map_err(|()| {
+                    invalid(
+                        name,
+                        v,
+                        "one of dynamic, legacy, routable, rabbitmq, rabbitmq4",
+                    )
+                })?
             }
             "pseudo_vhost" => self.pseudo_vhost = parse_bool(name, v)?,
             "server_request_prefix" => self.server_request_prefix = v.to_string(),
@@ -558,7 +574,7 @@ impl AmqpOptions {
                     invalid(
                         name,
                         v,
-                        "one of dynamic, named, rabbitmq-direct-reply, temporary-queue",
+                        "one of auto, dynamic, named, rabbitmq-direct-reply, temporary-queue",
                     )
                 })?
             }

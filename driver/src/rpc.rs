@@ -16,7 +16,7 @@ use crate::address::Target;
 use crate::deliver::{deliver, Retry, SendErr};
 use crate::engine::links::Inbound;
 use crate::engine::{
-    CallRegistry, Command, Dest, ListenAddr, ReplyEvent, SendCmd, Shared, SubSpec,
+    CallRegistry, Command, Dest, ListenAddr, ReplyEvent, SendCmd, Shared, SubFail, SubSpec,
 };
 use crate::error::{
     CallError, CallErrorKind, CastError, CastErrorKind, Condition, ListenError, ListenErrorKind,
@@ -348,6 +348,7 @@ pub(crate) enum MappedKind {
     TimedOut,
     DeliveryFailed,
     Refused,
+    Management,
     Closed,
 }
 
@@ -380,6 +381,10 @@ pub(crate) fn map_send_err<A, B>(e: SendErr, _timed_out: A, _failed: B) -> Mappe
                     })
                 })),
         ),
+        SendErr::Management(m) => (
+            MappedKind::Management,
+            Error::new(MappedKind::Management).set_management(m),
+        ),
         SendErr::Closed => (MappedKind::Closed, Error::new(MappedKind::Closed)),
     };
     Mapped { kind, err }
@@ -391,6 +396,7 @@ impl Mapped {
             MappedKind::TimedOut => CallErrorKind::TimedOut,
             MappedKind::DeliveryFailed => CallErrorKind::DeliveryFailed,
             MappedKind::Refused => CallErrorKind::Refused,
+            MappedKind::Management => CallErrorKind::Management,
             MappedKind::Closed => CallErrorKind::Closed,
         };
         self.err.map_kind(k)
@@ -400,6 +406,7 @@ impl Mapped {
             MappedKind::TimedOut => CastErrorKind::TimedOut,
             MappedKind::DeliveryFailed => CastErrorKind::DeliveryFailed,
             MappedKind::Refused => CastErrorKind::Refused,
+            MappedKind::Management => CastErrorKind::Management,
             MappedKind::Closed => CastErrorKind::Closed,
         };
         self.err.map_kind(k)
@@ -410,6 +417,7 @@ impl Mapped {
             MappedKind::TimedOut => K::TimedOut,
             MappedKind::DeliveryFailed => K::DeliveryFailed,
             MappedKind::Refused => K::Refused,
+            MappedKind::Management => K::Management,
             MappedKind::Closed => K::Closed,
         };
         self.err.map_kind(k)
@@ -677,9 +685,14 @@ pub(crate) async fn subscribe(
         Err(_) => Err(ListenError::new(ListenErrorKind::TimedOut)),
         Ok(Err(_)) => Err(ListenError::new(ListenErrorKind::Closed)),
         Ok(Ok(Ok(id))) => Ok(id),
-        Ok(Ok(Err((cond, reason)))) => Err(ListenError::new(ListenErrorKind::Refused)
-            .set_detail(reason)
-            .set_condition(cond)),
+        Ok(Ok(Err(SubFail::Refused((cond, reason))))) => {
+            Err(ListenError::new(ListenErrorKind::Refused)
+                .set_detail(reason)
+                .set_condition(cond))
+        }
+        Ok(Ok(Err(SubFail::Management(m)))) => {
+            Err(ListenError::new(ListenErrorKind::Management).set_management(m))
+        }
     }
 }
 

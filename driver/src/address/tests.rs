@@ -241,32 +241,102 @@ fn exchange_precedence() {
 #[test]
 fn resolve_kind_rules() {
     use AddressingMode as M;
-    assert_eq!(resolve_kind(M::Dynamic, None), AddressingKind::Legacy);
+    let k = |m, p| resolve_kind(m, p, None);
+    assert_eq!(k(M::Dynamic, None), AddressingKind::Legacy);
+    assert_eq!(k(M::Dynamic, Some("qpid-cpp")), AddressingKind::Legacy);
     assert_eq!(
-        resolve_kind(M::Dynamic, Some("qpid-cpp")),
-        AddressingKind::Legacy
-    );
-    assert_eq!(
-        resolve_kind(M::Dynamic, Some("qpid-dispatch-router")),
+        k(M::Dynamic, Some("qpid-dispatch-router")),
         AddressingKind::Routable
     );
     assert_eq!(
-        resolve_kind(M::Dynamic, Some("apache-activemq-artemis")),
+        k(M::Dynamic, Some("apache-activemq-artemis")),
         AddressingKind::Routable
     );
-    assert_eq!(
-        resolve_kind(M::Dynamic, Some("router")),
-        AddressingKind::Routable
-    );
-    assert_eq!(
-        resolve_kind(M::Dynamic, Some("RabbitMQ")),
-        AddressingKind::Rabbitmq
-    );
-    for p in [None, Some("qpid-cpp"), Some("RabbitMQ"), Some("x")] {
-        assert_eq!(resolve_kind(M::Legacy, p), AddressingKind::Legacy);
-        assert_eq!(resolve_kind(M::Routable, p), AddressingKind::Routable);
-        assert_eq!(resolve_kind(M::Rabbitmq, p), AddressingKind::Rabbitmq);
+    assert_eq!(k(M::Dynamic, Some("router")), AddressingKind::Routable);
+    assert_eq!(k(M::Dynamic, Some("RabbitMQ")), AddressingKind::Rabbitmq);
+    for (v, want) in [
+        ("3.10.8", AddressingKind::Rabbitmq),
+        ("4.0.5", AddressingKind::Rabbitmq4),
+        ("4.3.6", AddressingKind::Rabbitmq4),
+        ("garbage", AddressingKind::Rabbitmq),
+    ] {
+        assert_eq!(
+            resolve_kind(M::Dynamic, Some("RabbitMQ"), Some(v)),
+            want,
+            "{v}"
+        );
     }
+    for p in [None, Some("qpid-cpp"), Some("RabbitMQ"), Some("x")] {
+        assert_eq!(k(M::Legacy, p), AddressingKind::Legacy);
+        assert_eq!(k(M::Routable, p), AddressingKind::Routable);
+        assert_eq!(k(M::Rabbitmq, p), AddressingKind::Rabbitmq);
+        assert_eq!(k(M::Rabbitmq4, p), AddressingKind::Rabbitmq4);
+    }
+}
+
+#[test]
+fn auto_reply_mode_follows_the_peer() {
+    use crate::options::ReplyMode as R;
+    let r = |p, v| resolve_reply_mode(R::Auto, p, v);
+    assert_eq!(r(None, None), R::Dynamic);
+    assert_eq!(r(Some("qpid-cpp"), Some("1.40.0")), R::Dynamic);
+    assert_eq!(r(Some("qpid-dispatch-router"), Some("1.19.0")), R::Dynamic);
+    assert_eq!(r(Some("RabbitMQ"), Some("3.10.8")), R::Named);
+    assert_eq!(r(Some("RabbitMQ"), Some("4.0.5")), R::Named);
+    assert_eq!(r(Some("RabbitMQ"), Some("4.1.0")), R::TemporaryQueue);
+    assert_eq!(r(Some("RabbitMQ"), Some("4.3.6")), R::TemporaryQueue);
+    assert_eq!(r(Some("RabbitMQ"), None), R::Named);
+    // An explicit mode is kept whatever the peer.
+    for m in [
+        R::Dynamic,
+        R::Named,
+        R::TemporaryQueue,
+        R::RabbitmqDirectReply,
+    ] {
+        assert_eq!(resolve_reply_mode(m, Some("RabbitMQ"), Some("4.3.6")), m);
+        assert_eq!(resolve_reply_mode(m, None, None), m);
+    }
+}
+
+#[test]
+fn rabbitmq4_uses_v2_addresses() {
+    let a = Addresser::new(AddressingKind::Rabbitmq4, &opts(), "openstack", None);
+    let t = Target::topic("compute").with_server("host1");
+    assert_eq!(a.unicast(&t), "/queues/exclusive.openstack.compute.host1");
+    assert_eq!(a.anycast(&t), "/queues/unicast.openstack.compute");
+    assert_eq!(
+        a.multicast(&t),
+        "/exchanges/broadcast.openstack.compute.all"
+    );
+    assert_eq!(
+        a.notify("notifications", "info"),
+        "/queues/unicast.openstack.notifications.info"
+    );
+    assert_eq!(
+        named_reply_address(AddressingKind::Rabbitmq4, "reply.1"),
+        "/queues/reply.1"
+    );
+    // Names with characters outside RFC 3986's unreserved set are percent-encoded.
+    let odd = Target::topic("a b/c").with_server("s%1");
+    assert_eq!(
+        a.unicast(&odd),
+        "/queues/exclusive.openstack.a%20b%2Fc.s%251"
+    );
+    assert_eq!(
+        parse_v2(&a.unicast(&odd)),
+        Some(V2Node::Queue("exclusive.openstack.a b/c.s%1".into()))
+    );
+    assert_eq!(
+        parse_v2("/exchanges/x/k"),
+        Some(V2Node::Exchange {
+            name: "x".into(),
+            key: "k".into()
+        })
+    );
+    assert_eq!(parse_v2("/queue/x"), None);
+    assert_eq!(parse_v2("/queues/"), None);
+    assert_eq!(parse_v2("/queues/a/b"), None);
+    assert_eq!(percent_decode("%zz%4"), "%zz%4");
 }
 
 #[test]

@@ -6,9 +6,10 @@ use fe2o3_amqp::Session;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::command::{Internal, ListenAddr, SubDone, SubRefusal};
+use super::command::{Internal, ListenAddr, SubDone, SubFail, SubRefusal};
 use super::connector::connect_timeout;
 use super::links::{self, ReceiverLink};
+use super::management::Decl;
 use super::reply::{self, ReplySpec};
 use super::{Conn, Engine, ReplyState};
 use crate::address::AddressingKind;
@@ -30,9 +31,10 @@ pub(super) async fn begin_session(
 }
 
 impl Engine {
-    fn reply_spec(&self, kind: AddressingKind) -> ReplySpec {
-        match self.config.amqp.reply_mode {
-            ReplyMode::Dynamic => ReplySpec::Dynamic {
+    fn reply_spec(mode: ReplyMode, kind: AddressingKind) -> ReplySpec {
+        match mode {
+            // `auto` is resolved per connection; should it reach here, it is oslo's mode.
+            ReplyMode::Auto | ReplyMode::Dynamic => ReplySpec::Dynamic {
                 capability: None,
                 settled: false,
                 expiry_link_detach: false,
@@ -56,7 +58,29 @@ impl Engine {
 
     /// Attaches the reply link of `conn` (own session) and spawns its task.
     pub(super) async fn attach_reply(&mut self, conn: &mut Conn) {
-        let spec = self.reply_spec(conn.addresser.kind());
+        let spec = Self::reply_spec(conn.reply_mode, conn.addresser.kind());
+        tracing::debug!(reply_mode = %conn.reply_mode, "attaching the reply link");
+        if let ReplySpec::Named(address) = &spec {
+            if conn.declares() {
+                // A v2 named reply queue must exist; it expires once unused.
+                let decls: Vec<Decl> = match crate::address::parse_v2(address) {
+                    Some(crate::address::V2Node::Queue(name)) => {
+                        vec![Decl::Queue {
+                            name,
+                            expires: true,
+                        }]
+                    }
+                    _ => Vec::new(),
+                };
+                if let Err(m) = conn
+                    .ensure(&self.config, &decls, connect_timeout(&self.config))
+                    .await
+                {
+                    conn.reply = ReplyState::Management(m);
+                    return;
+                }
+            }
+        }
         let mut session = match begin_session(&self.config, conn, "the reply link").await {
             Ok(s) => s,
             Err(why) => {
@@ -130,12 +154,36 @@ impl Engine {
             }
         }
         let mut readies = Vec::new();
-        let mut failed: Option<SubRefusal> = None;
+        let mut failed: Option<SubFail> = None;
         for address in addresses {
+            let address = if conn.declares() {
+                let own = match crate::address::parse_v2(&address) {
+                    Some(crate::address::V2Node::Exchange { name, .. }) => self
+                        .fanout_queues
+                        .entry((id, name.clone()))
+                        .or_insert_with(|| {
+                            let u = uuid::Uuid::new_v4().simple().to_string();
+                            format!("{name}.{}", &u[..12])
+                        })
+                        .clone(),
+                    _ => String::new(),
+                };
+                let (source, decls) = Conn::receiver_source(&address, &own);
+                if let Err(m) = conn
+                    .ensure(&self.config, &decls, connect_timeout(&self.config))
+                    .await
+                {
+                    failed = Some(SubFail::Management(m));
+                    break;
+                }
+                source
+            } else {
+                address
+            };
             let session = match begin_session(&self.config, conn, &address).await {
                 Ok(s) => s,
                 Err(why) => {
-                    failed = Some((None, why));
+                    failed = Some(SubFail::Refused((None, why)));
                     break;
                 }
             };
@@ -173,7 +221,7 @@ fn answer_subscription(
     done: SubDone,
     stop: CancellationToken,
     readies: Vec<oneshot::Receiver<Result<(), SubRefusal>>>,
-    failed: Option<SubRefusal>,
+    failed: Option<SubFail>,
 ) {
     if let Some(f) = failed {
         stop.cancel();
@@ -186,11 +234,14 @@ fn answer_subscription(
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     stop.cancel();
-                    let _ = done.send(Err(e));
+                    let _ = done.send(Err(SubFail::Refused(e)));
                     return;
                 }
                 Err(_) => {
-                    let _ = done.send(Err((None, "listener stopped while attaching".into())));
+                    let _ = done.send(Err(SubFail::Refused((
+                        None,
+                        "listener stopped while attaching".into(),
+                    ))));
                     return;
                 }
             }

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::links::Sink;
 use crate::address::Target;
-use crate::error::Condition;
+use crate::error::{Condition, ManagementError};
 use crate::wire::{OutgoingMessage, ReplyBody};
 
 /// What a waiting call receives on its reply channel.
@@ -37,6 +37,8 @@ pub(crate) enum SendFail {
         condition: Option<Condition>,
         reason: String,
     },
+    /// The broker's management node refused a declaration the address needs (RabbitMQ 4.x).
+    Management(ManagementError),
     /// The link or connection went away before the message was written; safe to retry.
     NotWritten(String),
     /// The transport is closed.
@@ -87,8 +89,17 @@ pub(crate) struct SubSpec {
 /// (if it sent one) and a description.
 pub(crate) type SubRefusal = (Option<Condition>, String);
 
-/// Answer to a subscription: its id, or the refusal.
-pub(crate) type SubDone = oneshot::Sender<Result<u64, SubRefusal>>;
+/// Why a subscription failed.
+#[derive(Debug)]
+pub(crate) enum SubFail {
+    /// A link was refused (or could not be attached).
+    Refused(SubRefusal),
+    /// The management node refused a declaration (RabbitMQ 4.x).
+    Management(ManagementError),
+}
+
+/// Answer to a subscription: its id, or why not.
+pub(crate) type SubDone = oneshot::Sender<Result<u64, SubFail>>;
 
 /// Commands from API handles to the connection task.
 // `Send` is by far the most frequent command; boxing it would cost an

@@ -6,8 +6,14 @@
 //! * connects through the [`connector`] (TCP with `TCP_NODELAY`, optional
 //!   TLS, SASL, Open) and reads the peer's Open to choose the addressing kind
 //!   (spec §3.1);
-//! * attaches the reply link on its own session (spec §4.2, [`reply`]) and
-//!   routes replies by message-id through the shared [`CallRegistry`];
+//! * attaches the reply link on its own session (spec §4.2, [`reply`]) when
+//!   the first call needs it (so notifiers, listeners and cast-only clients
+//!   never attach one), in the reply mode `reply_mode` names or, for `auto`,
+//!   the one the peer's product and version allow; routes replies by
+//!   message-id through the shared [`CallRegistry`];
+//! * on RabbitMQ 4.x (v2 addresses) declares the queues, exchanges and
+//!   bindings an address needs through the broker's management node before
+//!   it attaches a link to it ([`management`]);
 //! * keeps one cached sender link per address, each served by its own task
 //!   ([`links::sender_task`]), purged after `default_sender_link_timeout`
 //!   ([`send`]);
@@ -22,28 +28,29 @@ pub(crate) mod calls;
 pub(crate) mod command;
 pub(crate) mod connector;
 pub(crate) mod links;
+pub(crate) mod management;
 pub(crate) mod msg;
 mod reply;
 mod send;
 pub(crate) mod stream;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fe2o3_amqp::connection::ConnectionHandle;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::address::{resolve_kind, Addresser, AddressingKind};
-use crate::error::{Condition, ConnectError, ConnectErrorKind};
-use crate::options::Config;
+use crate::address::{resolve_kind, resolve_reply_mode, Addresser, AddressingKind};
+use crate::error::{Condition, ConnectError, ConnectErrorKind, ManagementError};
+use crate::options::{Config, ReplyMode};
 
 use backoff::{Backoff, HostRing};
 pub(crate) use calls::CallRegistry;
 pub(crate) use command::{
-    Command, Dest, Internal, ListenAddr, ReplyEvent, SendCmd, SendFail, SendOk, SubSpec,
+    Command, Dest, Internal, ListenAddr, ReplyEvent, SendCmd, SendFail, SendOk, SubFail, SubSpec,
 };
 use connector::host_label;
 use links::LinkJob;
@@ -52,7 +59,8 @@ use links::LinkJob;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The connection is open and the reply link is in place.
+    /// The connection is open and the subscriptions are re-attached (the reply
+    /// link is attached when the first call needs it).
     Connected {
         /// `host:port` of the peer.
         host: String,
@@ -60,6 +68,8 @@ pub enum Event {
         product: Option<String>,
         /// The addressing kind chosen for this connection.
         addressing: AddressingKind,
+        /// The reply mode of this connection (`auto` resolved from the peer).
+        reply_mode: ReplyMode,
     },
     /// The connection was lost.
     Disconnected {
@@ -79,6 +89,23 @@ pub enum Event {
     },
 }
 
+/// What a connection chose from the peer's Open properties
+/// ([`crate::Transport::connection_info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// `host:port` of the peer.
+    pub host: String,
+    /// The peer's Open `product` property, if any.
+    pub product: Option<String>,
+    /// The peer's Open `version` property, if any.
+    pub version: Option<String>,
+    /// The addressing kind in use.
+    pub addressing: AddressingKind,
+    /// The reply mode in use (never `auto`: that is resolved per connection).
+    pub reply_mode: ReplyMode,
+}
+
 /// State shared between the API handles and the engine.
 pub(crate) struct Shared {
     pub cmd: mpsc::Sender<Command>,
@@ -86,6 +113,7 @@ pub(crate) struct Shared {
     pub calls: Arc<CallRegistry>,
     pub config: Arc<Config>,
     pub closed: Arc<AtomicBool>,
+    pub info: Arc<Mutex<Option<ConnectionInfo>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -99,8 +127,12 @@ impl std::fmt::Debug for Shared {
 /// State of the reply link on the current connection.
 #[derive(Clone, Debug)]
 enum ReplyState {
+    /// No call needed it yet.
+    NotAttached,
     Ready(String),
     Refused(Option<Condition>, String),
+    /// The named reply queue could not be declared (RabbitMQ 4.x).
+    Management(ManagementError),
     Down,
 }
 
@@ -115,8 +147,14 @@ struct Conn {
     host: String,
     addresser: Addresser,
     gen: u64,
+    /// The reply mode of this connection (`auto` resolved).
+    reply_mode: ReplyMode,
     reply: ReplyState,
     reply_stop: CancellationToken,
+    /// The host of this connection (management connections go there too).
+    host_spec: crate::url::HostSpec,
+    /// Declarations already answered on this connection (RabbitMQ 4.x).
+    declared: HashSet<management::Decl>,
     senders: HashMap<String, SenderEntry>,
     sub_stops: HashMap<u64, CancellationToken>,
     /// Every link task of this connection (senders, receivers, reply link);
@@ -151,6 +189,7 @@ struct EngineShared {
     events: broadcast::Sender<Event>,
     calls: Arc<CallRegistry>,
     closed: Arc<AtomicBool>,
+    info: Arc<Mutex<Option<ConnectionInfo>>>,
 }
 
 pub(crate) struct Engine {
@@ -161,6 +200,9 @@ pub(crate) struct Engine {
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     conn: Option<Conn>,
     subs: BTreeMap<u64, SubSpec>,
+    /// Per subscription and fanout exchange, the queue it consumes from (RabbitMQ 4.x): kept
+    /// across reconnects so that a reconnected server finds its queue again.
+    fanout_queues: HashMap<(u64, String), String>,
     next_sub: u64,
     next_sender_gen: u64,
     conn_gen: u64,
@@ -196,6 +238,7 @@ impl Engine {
                 events: shared.events.clone(),
                 calls: shared.calls.clone(),
                 closed: shared.closed.clone(),
+                info: shared.info.clone(),
             },
             config,
             rx,
@@ -203,6 +246,7 @@ impl Engine {
             internal_rx,
             conn: None,
             subs: BTreeMap::new(),
+            fanout_queues: HashMap::new(),
             next_sub: 1,
             next_sender_gen: 1,
             conn_gen: 0,
@@ -228,6 +272,7 @@ impl Engine {
             calls: Arc::new(CallRegistry::default()),
             config: config.clone(),
             closed: Arc::new(AtomicBool::new(false)),
+            info: Arc::new(Mutex::new(None)),
         });
         let mut engine = Engine::new(config.clone(), cmd_rx, &shared);
         let n = config.transport_url.hosts.len();
@@ -255,14 +300,26 @@ impl Engine {
         Ok(shared)
     }
 
-    /// Opens a connection to host `idx`, attaches the reply link and replays subscriptions.
+    /// Opens a connection to host `idx`, chooses its addressing kind and reply
+    /// mode from the peer's Open, and replays subscriptions (the reply link
+    /// waits for the first call).
     async fn connect_to(&mut self, idx: usize) -> Result<(), ConnectError> {
         let hosts = &self.config.transport_url.hosts;
         let host = hosts[idx % hosts.len()].clone();
         let label = host_label(&host);
         let opened = connector::open(&self.config, &host).await?;
         let product = opened.peer.product.clone();
-        let kind = resolve_kind(self.config.amqp.addressing_mode, product.as_deref());
+        let version = opened.peer.version.clone();
+        let kind = resolve_kind(
+            self.config.amqp.addressing_mode,
+            product.as_deref(),
+            version.as_deref(),
+        );
+        let reply_mode = resolve_reply_mode(
+            self.config.amqp.reply_mode,
+            product.as_deref(),
+            version.as_deref(),
+        );
         let addresser = Addresser::new(
             kind,
             &self.config.amqp,
@@ -270,28 +327,49 @@ impl Engine {
             self.config.transport_url.virtual_host.as_deref(),
         );
         self.conn_gen += 1;
-        let mut conn = Conn {
+        let conn = Conn {
             handle: opened.handle,
             host: label.clone(),
             addresser,
             gen: self.conn_gen,
-            reply: ReplyState::Down,
+            reply_mode,
+            reply: ReplyState::NotAttached,
             reply_stop: CancellationToken::new(),
+            host_spec: host.clone(),
+            declared: HashSet::new(),
             senders: HashMap::new(),
             sub_stops: HashMap::new(),
             tasks: Vec::new(),
         };
-        self.attach_reply(&mut conn).await;
         self.conn = Some(conn);
         let ids: Vec<u64> = self.subs.keys().copied().collect();
         for id in ids {
             self.attach_sub(id, None).await;
         }
-        tracing::info!(host = %label, product = ?product, addressing = %kind, "connected");
+        if self.config.amqp.reply_mode == ReplyMode::Auto {
+            tracing::info!(
+                host = %label,
+                product = ?product,
+                version = ?version,
+                %reply_mode,
+                "reply_mode auto picked {reply_mode}"
+            );
+        }
+        tracing::info!(host = %label, product = ?product, version = ?version, addressing = %kind, %reply_mode, "connected");
+        if let Ok(mut info) = self.shared.info.lock() {
+            *info = Some(ConnectionInfo {
+                host: label.clone(),
+                product: product.clone(),
+                version,
+                addressing: kind,
+                reply_mode,
+            });
+        }
         let _ = self.shared.events.send(Event::Connected {
             host: label,
             product,
             addressing: kind,
+            reply_mode,
         });
         Ok(())
     }
@@ -519,6 +597,7 @@ impl Engine {
             }
             Command::Unsubscribe(id) => {
                 self.subs.remove(&id);
+                self.fanout_queues.retain(|(sub, _), _| *sub != id);
                 if let Some(conn) = self.conn.as_mut() {
                     if let Some(stop) = conn.sub_stops.remove(&id) {
                         stop.cancel();

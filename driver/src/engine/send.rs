@@ -8,6 +8,7 @@ use super::attach::begin_session;
 use super::command::{Command, Dest, SendCmd, SendFail};
 use super::connector::connect_timeout;
 use super::links::{self, LinkJob, SenderLink};
+use super::management;
 use super::{msg, Conn, Engine, ReplyState, SenderEntry};
 
 /// Jobs a sender link task can hold before the connection task waits.
@@ -27,6 +28,18 @@ impl Engine {
             Dest::Notify { topic, priority } => conn.addresser.notify(topic, priority),
             Dest::Address(a) => a.clone(),
         };
+        if s.call.is_some() && matches!(conn.reply, ReplyState::NotAttached) {
+            // The first call of this connection attaches the reply link.
+            if let Some(mut c) = self.conn.take() {
+                self.attach_reply(&mut c).await;
+                self.conn = Some(c);
+            }
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            self.waiting.push_back(Command::Send(s));
+            return;
+        };
+        let declare = conn.declares() && !matches!(s.dest, Dest::Address(_));
         if let Some((id, tx)) = s.call.take() {
             match &conn.reply {
                 ReplyState::Ready(reply_to) => {
@@ -41,7 +54,11 @@ impl Engine {
                     }));
                     return;
                 }
-                ReplyState::Down => {
+                ReplyState::Management(m) => {
+                    let _ = s.done.send(Err(SendFail::Management(m.clone())));
+                    return;
+                }
+                ReplyState::Down | ReplyState::NotAttached => {
                     let _ = s
                         .done
                         .send(Err(SendFail::NotWritten("reply link is down".into())));
@@ -57,6 +74,16 @@ impl Engine {
         let Some(job) = enqueue(conn, &address, job).await else {
             return;
         };
+        if declare {
+            let decls = management::for_sender(&address);
+            if let Err(m) = conn
+                .ensure(&self.config, &decls, connect_timeout(&self.config))
+                .await
+            {
+                let _ = job.done.send(Err(SendFail::Management(m)));
+                return;
+            }
+        }
         self.open_sender(address, job).await;
     }
 

@@ -49,7 +49,7 @@ fn oslo_defaults() {
         o.pre_settled,
         vec![PreSettled::RpcCast, PreSettled::RpcReply]
     );
-    assert_eq!(o.reply_mode, ReplyMode::Dynamic);
+    assert_eq!(o.reply_mode, ReplyMode::Auto);
     assert_eq!(o.connect_timeout, 30);
     assert!(o.is_pre_settled(PreSettled::RpcCast));
     assert!(!o.is_pre_settled(PreSettled::RpcCall));
@@ -114,7 +114,7 @@ fn every_option_name_is_settable_and_listed_once() {
         ("rpc_server_credit", "100"),
         ("notify_server_credit", "100"),
         ("pre_settled", "rpc-cast,rpc-reply"),
-        ("reply_mode", "dynamic"),
+        ("reply_mode", "auto"),
         ("connect_timeout", "30"),
     ];
     assert_eq!(defaults.len(), 40);
@@ -212,6 +212,7 @@ fn enums_and_strings() {
         ("legacy", AddressingMode::Legacy),
         ("routable", AddressingMode::Routable),
         ("rabbitmq", AddressingMode::Rabbitmq),
+        ("rabbitmq4", AddressingMode::Rabbitmq4),
         ("dynamic", AddressingMode::Dynamic),
     ] {
         o.set("addressing_mode", v).unwrap();
@@ -222,8 +223,9 @@ fn enums_and_strings() {
         .set("addressing_mode", "Legacy2")
         .unwrap_err()
         .to_string()
-        .contains("one of dynamic, legacy, routable, rabbitmq"));
+        .contains("one of dynamic, legacy, routable, rabbitmq, rabbitmq4"));
     for (v, m) in [
+        ("auto", ReplyMode::Auto),
         ("dynamic", ReplyMode::Dynamic),
         ("named", ReplyMode::Named),
         ("rabbitmq-direct-reply", ReplyMode::RabbitmqDirectReply),

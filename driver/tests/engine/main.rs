@@ -7,5 +7,6 @@ mod links;
 mod malformed;
 mod notify;
 mod rabbitmq;
+mod rabbitmq4;
 mod rpc;
 mod security;
