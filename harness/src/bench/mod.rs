@@ -807,3 +807,209 @@ fn add_process_ready(c: &mut Collector, who: Impl, p: &measure::ProcessReady) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavours() {
+        assert_eq!(parse_flavour(None).ok().as_deref(), Some("qpidd"));
+        assert_eq!(
+            parse_flavour(Some("embedded:router")).ok().as_deref(),
+            Some("router")
+        );
+        let e = parse_flavour(Some("embedded:artemis"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("unknown embedded flavour 'artemis'")),
+            "{e:?}"
+        );
+        let e = parse_flavour(Some("qdrouterd:x"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("--backend")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1h").is_err());
+    }
+
+    fn small(url: Option<&str>, dir: &std::path::Path) -> BenchArgs {
+        BenchArgs {
+            url: url.map(str::to_string),
+            count: Some(20),
+            rounds: Some(2),
+            callers: 3,
+            fanout: 2,
+            notifiers: vec![1, 4],
+            servers: Some(vec![1, 3]),
+            max_transports: 3,
+            json: Some(dir.join("out/bench.json")),
+            html: Some(dir.join("out/bench.html")),
+            ..BenchArgs::default()
+        }
+    }
+
+    fn measurement<'a>(r: &'a Report, phase: &str, metric: &str, who: Impl) -> &'a Measurement {
+        r.measurements
+            .iter()
+            .find(|m| m.phase == phase && m.metric == metric && m.implementation == who)
+            .unwrap_or_else(|| panic!("no {phase}/{metric} of {who:?}"))
+    }
+
+    /// A small run over real TCP through the embedded broker: every phase has its rounds and counts
+    /// what arrived; the JSON and HTML have the fields.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_run_through_the_embedded_broker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = tokio::time::timeout(Duration::from_secs(240), bench(small(None, dir.path())))
+            .await
+            .expect("bench finishes within 240 s")
+            .expect("bench succeeds");
+        let seq = measurement(&report, "sequential", "calls/s", Impl::Rust);
+        assert_eq!(seq.rounds.len(), 2);
+        assert_eq!(seq.details[0]["calls"], 20);
+        assert!(seq.min <= seq.median && seq.median <= seq.max);
+        let raw = measurement(&report, "sequential", "calls/s", Impl::Raw);
+        assert_eq!(raw.details[1]["calls"], 20);
+        for phase in ["casts", "fanout", "notify_1", "notify_4"] {
+            let m = measurement(&report, phase, "received/s", Impl::Rust);
+            for d in &m.details {
+                assert_eq!(d["received"], d["expected"], "{phase}: {d}");
+                assert_eq!(d["all_arrived"], true, "{phase}");
+            }
+        }
+        let fan = measurement(&report, "fanout", "received/s", Impl::Rust);
+        assert_eq!(fan.details[0]["expected"], 40, "20 casts to 2 servers");
+        assert!(report
+            .comparison
+            .iter()
+            .any(|r| r.phase == "casts" && r.vs_raw.is_some() && r.vs_python.is_none()));
+        assert_eq!(report.broker.product.as_deref(), Some("qpid-cpp"));
+        assert!(report.machine.load_before.is_some() && report.machine.load_after.is_some());
+        assert_eq!(
+            report.fleet.len(),
+            4,
+            "1 and 3 servers, one transport and each"
+        );
+        assert!(report
+            .fleet
+            .iter()
+            .all(|p| p.fanout_all_arrived && p.calls > 0));
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/bench.json")).expect("json written"),
+        )
+        .expect("valid json");
+        assert_eq!(json["settings"]["rounds"], 2);
+        assert!(json["measurements"][0]["rounds"].is_array());
+        assert!(json["broker"]["version"].is_string());
+        assert!(json["fleet"][0]["ready_ms"].is_number());
+        let html = std::fs::read_to_string(dir.path().join("out/bench.html")).expect("html");
+        assert!(html.contains("<svg") && html.contains("fleet ready"));
+        assert!(
+            html.matches("<svg").count() >= 4,
+            "bars, CDF, histogram, fleet"
+        );
+    }
+
+    /// The Python comparison through the embedded router.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs the python peer venv: cargo run -p harness -- peer setup"]
+    async fn python_comparison_through_the_embedded_router() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = small(None, dir.path());
+        args.broker = Some("embedded:router".into());
+        args.compare = Some(Compare::Python);
+        args.servers = Some(vec![]);
+        let report = tokio::time::timeout(Duration::from_secs(400), bench(args))
+            .await
+            .expect("bench finishes within 400 s")
+            .expect("bench succeeds");
+        let py = measurement(&report, "sequential", "calls/s", Impl::Python);
+        assert_eq!(py.rounds.len(), 2);
+        assert_eq!(py.details[0]["calls"], 20);
+        for phase in ["casts", "fanout", "notify_4"] {
+            let m = measurement(&report, phase, "received/s", Impl::Python);
+            assert!(
+                m.details.iter().all(|d| d["all_arrived"] == true),
+                "{phase}"
+            );
+        }
+        let row = report
+            .comparison
+            .iter()
+            .find(|r| r.phase == "sequential" && r.label.ends_with("calls/s"))
+            .expect("row");
+        assert!(row.vs_python.is_some() && row.vs_raw.is_some());
+        assert!(report.python_versions.is_some());
+        assert!(
+            measurement(
+                &report,
+                "ready",
+                "server process RSS at ready",
+                Impl::Python
+            )
+            .median
+                > 1.0
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_a_usage_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = bench(small(Some("nonsense://"), dir.path()))
+            .await
+            .expect_err("bad url refused");
+        assert_eq!(err.exit_code(), exit_code::USAGE);
+        assert!(err.to_string().starts_with("--url"), "{err}");
+        assert!(!dir.path().join("out").exists(), "nothing written");
+    }
+
+    #[tokio::test]
+    async fn zero_notifiers_is_a_usage_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = small(None, dir.path());
+        args.notifiers = vec![8, 0];
+        let err = bench(args).await.expect_err("refused");
+        assert_eq!(err.exit_code(), exit_code::USAGE);
+        assert!(err.to_string().contains("--notifiers"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_broker_is_a_runtime_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("amqp://u:secret@127.0.0.1:{port}/?connect_timeout=2");
+        let err = tokio::time::timeout(
+            Duration::from_secs(60),
+            bench(small(Some(&url), dir.path())),
+        )
+        .await
+        .expect("bounded")
+        .expect_err("connection refused");
+        assert_eq!(err.exit_code(), exit_code::RUNTIME);
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn credentials_are_dropped_from_urls() {
+        let u = url_without_credentials("amqp://alice:s3cret@127.0.0.1:5673/vhost?idle_timeout=5");
+        assert_eq!(u.ok().as_deref(), Some("amqp://127.0.0.1:5673"));
+        assert!(url_without_credentials("http://nope").is_err());
+        assert!(!command_line().contains("s3cret"));
+    }
+}
