@@ -550,7 +550,11 @@ dt{{font-weight:bold}}svg{{display:block;margin:6px 0 18px}}.err{{color:#a00}}\
             ratio(r.vs_raw)
         );
     }
-    h.push_str("</table><h2>Throughput</h2>");
+    h.push_str("</table>");
+    for n in &report.notes {
+        let _ = write!(h, "<p class=\"err\">note: {}</p>", esc(n));
+    }
+    h.push_str("<h2>Throughput</h2>");
     h.push_str(&throughput_bars(report));
     if !report.latency_cdf.is_empty() {
         h.push_str("<h2>Sequential call latency</h2>");

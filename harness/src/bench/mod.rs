@@ -89,6 +89,10 @@ pub struct BenchArgs {
     /// Largest fleet also measured with one transport (connection) per server.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_transports: u64,
+    /// The Rust driver's reply_mode (added to its URL): `named` for brokers without dynamic reply
+    /// links (RabbitMQ 3.x). The Python driver always uses a dynamic reply link.
+    #[arg(long, value_name = "MODE", value_parser = ["dynamic", "named"])]
+    pub reply_mode: Option<String>,
     /// Write every measurement with its rounds (and machine and broker info) as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -126,6 +130,7 @@ impl Default for BenchArgs {
             servers: None,
             topics: 1,
             max_transports: 100,
+            reply_mode: None,
             json: None,
             html: None,
             internal_server: None,
@@ -439,6 +444,7 @@ pub async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         latency_histogram: out.hists.iter().map(|(w, h)| (*w, h.buckets(40))).collect(),
         processes: out.processes,
         fleet: out.fleet,
+        notes: out.notes,
     };
     print_report(&report);
     if let Some(p) = &args.json {
@@ -509,14 +515,10 @@ struct PhaseOutput {
     fleet: Vec<fleet::FleetPoint>,
     product: raw::PeerProduct,
     python_versions: Option<Value>,
+    notes: Vec<String>,
 }
 
-const fn metric(
-    phase: &'static str,
-    name: &'static str,
-    unit: &'static str,
-    hib: bool,
-) -> Metric<'static> {
+fn metric<'a>(phase: &'a str, name: &'a str, unit: &'static str, hib: bool) -> Metric<'a> {
     Metric {
         phase,
         metric: name,
@@ -547,17 +549,36 @@ async fn run_phases(
     fleet_sizes: &[u64],
     progress: &progress::Progress,
 ) -> Result<PhaseOutput, BenchError> {
+    let rust_url = match &args.reply_mode {
+        Some(mode) => format!(
+            "{url}{}reply_mode={mode}",
+            if url.contains('?') { "&" } else { "?" }
+        ),
+        None => url.to_string(),
+    };
+    let rust_url = rust_url.as_str();
     let config =
-        driver::Config::from_url(url).map_err(|e| BenchError::Usage(format!("--url: {e}")))?;
+        driver::Config::from_url(rust_url).map_err(|e| BenchError::Usage(format!("--url: {e}")))?;
     let payload = match json!({ "data": "x".repeat(args.size) }) {
         Value::Object(m) => m,
         _ => driver::Map::new(),
     };
+    let mut notes = Vec::new();
+    let mut skip: Vec<String> = Vec::new();
     let phase = progress.phase("setting up");
     let mut rawrig = raw::RawRig::start(&config, args.size).await?;
-    let rust = measure::RustRig::start(url, payload, settings.fanout).await?;
+    let rust = measure::RustRig::start(rust_url, payload, settings.fanout).await?;
     let py = if settings.compare_python {
-        Some(python::PyRig::start(url, args.size, settings.fanout).await?)
+        match python::PyRig::start(url, args.size, settings.fanout).await {
+            Ok(p) => Some(p),
+            Err(e @ BenchError::Python(_)) => return Err(e),
+            Err(e) => {
+                notes.push(format!(
+                    "python driver: not measured through this broker: {e}"
+                ));
+                None
+            }
+        }
     } else {
         None
     };
@@ -585,11 +606,15 @@ async fn run_phases(
                 ready.total_ms,
                 serde_json::to_value(&ready).unwrap_or(Value::Null),
             );
-            if let Some(p) = measure::server_process(url, &format!("{topic}_p")).await? {
+            if let Some(p) = measure::server_process(rust_url, &format!("{topic}_p")).await? {
                 add_process_ready(&mut c, Impl::Rust, &p);
             }
-            if let Some(py) = &py {
-                let p = py.ready_round(&format!("{topic}_py")).await?;
+            let py_topic = format!("{topic}_py");
+            if let Some(p) = py_try(&py, &mut skip, &mut notes, "ready", |py| {
+                py.ready_round(&py_topic)
+            })
+            .await
+            {
                 c.add(
                     metric("ready", "transport + server start to ready", "ms", false),
                     Impl::Python,
@@ -607,8 +632,11 @@ async fn run_phases(
             let calls = rust.calls(budget, 1).await?;
             add_calls(&mut c, "sequential", Impl::Rust, &calls);
             rust_hist.merge(&calls.hist);
-            if let Some(py) = &py {
-                let calls = py.calls(budget, 1).await?;
+            if let Some(calls) = py_try(&py, &mut skip, &mut notes, "sequential", |py| {
+                py.calls(budget, 1)
+            })
+            .await
+            {
                 add_calls(&mut c, "sequential", Impl::Python, &calls);
                 py_hist.merge(&calls.hist);
             }
@@ -628,8 +656,11 @@ async fn run_phases(
         for _ in 0..rounds {
             let calls = rust.calls(budget, settings.callers).await?;
             add_calls(&mut c, "concurrent", Impl::Rust, &calls);
-            if let Some(py) = &py {
-                let calls = py.calls(budget, settings.callers).await?;
+            if let Some(calls) = py_try(&py, &mut skip, &mut notes, "concurrent", |py| {
+                py.calls(budget, settings.callers)
+            })
+            .await
+            {
                 add_calls(&mut c, "concurrent", Impl::Python, &calls);
             }
         }
@@ -640,8 +671,10 @@ async fn run_phases(
         for _ in 0..rounds {
             let d = rust.casts(budget, false).await?;
             add_delivered(&mut c, "casts", Impl::Rust, &d);
-            if let Some(py) = &py {
-                add_delivered(&mut c, "casts", Impl::Python, &py.casts(budget).await?);
+            if let Some(d) =
+                py_try(&py, &mut skip, &mut notes, "casts", |py| py.casts(budget)).await
+            {
+                add_delivered(&mut c, "casts", Impl::Python, &d);
             }
             add_delivered(
                 &mut c,
@@ -661,20 +694,25 @@ async fn run_phases(
                 Impl::Rust,
                 &rust.casts(budget, true).await?,
             );
-            if let Some(py) = &py {
-                add_delivered(&mut c, "fanout", Impl::Python, &py.fanout(budget).await?);
+            if let Some(d) =
+                py_try(&py, &mut skip, &mut notes, "fanout", |py| py.fanout(budget)).await
+            {
+                add_delivered(&mut c, "fanout", Impl::Python, &d);
             }
         }
         phase.finish(&summary(&c, "fanout", "received/s"));
 
         // Notifications with N notifiers; raw: an acked link with a window.
         for n in &settings.notifiers {
-            let key: &'static str = Box::leak(format!("notify_{n}").into_boxed_str());
+            let key = format!("notify_{n}");
+            let key = key.as_str();
             let phase = progress.phase(&format!("notifications, {n} notifier(s)"));
             for _ in 0..rounds {
                 add_delivered(&mut c, key, Impl::Rust, &rust.notify(budget, *n).await?);
-                if let Some(py) = &py {
-                    add_delivered(&mut c, key, Impl::Python, &py.notify(budget, *n).await?);
+                if let Some(d) =
+                    py_try(&py, &mut skip, &mut notes, key, |py| py.notify(budget, *n)).await
+                {
+                    add_delivered(&mut c, key, Impl::Python, &d);
                 }
                 add_delivered(&mut c, key, Impl::Raw, &rawrig.stream(budget, false).await?);
             }
@@ -731,7 +769,36 @@ async fn run_phases(
         fleet: fleet_points,
         product,
         python_versions,
+        notes,
     })
+}
+
+/// Runs a Python round unless the phase already failed for Python; a failure is noted (the Python
+/// driver cannot do everything through every broker: RabbitMQ 3.x refuses its dynamic reply link)
+/// and the phase goes on without Python.
+async fn py_try<'a, T, F, Fut>(
+    py: &'a Option<python::PyRig>,
+    skip: &mut Vec<String>,
+    notes: &mut Vec<String>,
+    phase: &str,
+    f: F,
+) -> Option<T>
+where
+    F: FnOnce(&'a python::PyRig) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BenchError>>,
+{
+    let py = py.as_ref()?;
+    if skip.iter().any(|s| s == phase) {
+        return None;
+    }
+    match f(py).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            notes.push(format!("python driver, phase {phase}: not measured: {e}"));
+            skip.push(phase.to_string());
+            None
+        }
+    }
 }
 
 fn summary(c: &Collector, phase: &str, metric: &str) -> String {
@@ -749,7 +816,7 @@ fn summary(c: &Collector, phase: &str, metric: &str) -> String {
     format!("{metric}: {}", parts.join(", "))
 }
 
-fn add_calls(c: &mut Collector, phase: &'static str, who: Impl, calls: &measure::Calls) {
+fn add_calls(c: &mut Collector, phase: &str, who: Impl, calls: &measure::Calls) {
     let detail = json!({
         "calls": calls.calls, "seconds": calls.seconds,
         "latency": calls.hist.latency(),
@@ -765,7 +832,7 @@ fn add_calls(c: &mut Collector, phase: &'static str, who: Impl, calls: &measure:
     }
 }
 
-fn add_delivered(c: &mut Collector, phase: &'static str, who: Impl, d: &measure::Delivered) {
+fn add_delivered(c: &mut Collector, phase: &str, who: Impl, d: &measure::Delivered) {
     c.add(
         metric(phase, "received/s", "/s", true),
         who,

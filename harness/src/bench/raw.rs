@@ -221,6 +221,7 @@ pub struct RawRig {
     stop: CancellationToken,
     addresses: [String; 3],
     payload: String,
+    config: driver::Config,
     /// What the broker said it is.
     pub product: PeerProduct,
 }
@@ -296,6 +297,7 @@ impl RawRig {
             stop,
             addresses,
             payload: "x".repeat(payload_bytes),
+            config: config.clone(),
             product,
         })
     }
@@ -339,9 +341,12 @@ impl RawRig {
     /// A one-way stream on a fresh pair of links, counted at the receiver. `settled`: pre-settled,
     /// else unsettled with at most [`ACKED_WINDOW`] in flight, the receiver accepting each.
     pub async fn stream(&mut self, budget: Budget, settled: bool) -> Result<Delivered, BenchError> {
+        // Fresh connections per round: each round starts from the same state.
         let address = self.addresses[2].clone();
-        let mut rx = receiver(&mut self.server.session, &address).await?;
-        let mut tx = sender(&mut self.client.session, &address).await?;
+        let (mut rx_conn, _) = connect(&self.config, "stream-rx").await?;
+        let (mut tx_conn, _) = connect(&self.config, "stream-tx").await?;
+        let mut rx = receiver(&mut rx_conn.session, &address).await?;
+        let mut tx = sender(&mut tx_conn.session, &address).await?;
         let arrivals = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let last = Arc::new(Mutex::new(Instant::now()));
         let stop = CancellationToken::new();
@@ -408,6 +413,10 @@ impl RawRig {
         stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), counter).await;
         let _ = tx.close().await;
+        for mut c in [rx_conn, tx_conn] {
+            let _ = c.session.end().await;
+            let _ = c.conn.close().await;
+        }
         if let Some(f) = failure {
             return Err(BenchError::Driver(f));
         }

@@ -495,6 +495,8 @@ pub struct Report {
     pub processes: Vec<ProcessUse>,
     /// Fleet scale points (`--servers`).
     pub fleet: Vec<FleetPoint>,
+    /// What could not be measured, and why.
+    pub notes: Vec<String>,
 }
 
 impl Report {
