@@ -95,6 +95,14 @@ ready_timeout?} -> ``{"event": "ready", "addressing", "addresses"}``. Each deliv
 per method and ``state``; clients ``calls``/``casts``/``ok``/``errors`` per kind; notifiers ``sent``/``errors``;
 listeners ``received`` per priority, ``acked``, ``requeued``.
 
+Benchmark ops (``harness bench --compare python``; no per-message events, counts stay in the peer):
+``bench_server`` {service, url, topic, server?, config?} -> ready as ``rpc_server`` plus ``ready_ms`` (transport to
+links attached); methods ``echo`` (returns the args) and ``count`` (counts arrivals). ``bench_listener`` {service,
+url, topic, config?} acknowledges and counts ``<topic>.info``. ``bench_counts`` {services: [NAME]} -> ``{"count",
+"last"}`` (arrivals and the latest arrival's time.monotonic()). ``bench_loop`` {url, kind (call|cast|fanout|notify),
+topic, server?, count? | duration?, workers?, payload_bytes?, warmup?, config?} -> ``{"n", "errors", "error",
+"start", "end", "seconds", "latencies_us"}`` (start/end: time.monotonic(); latencies for calls only).
+
 ``stop`` {service} stops that service -> ``{"stopped": [NAME]}``; ``stop`` without service stops everything,
 replies ``{"stopped": [...]}`` and exits 0.
 """
@@ -818,6 +826,234 @@ class ListenerService(Service):
         super().stop()
 
 
+# --- benchmark services and loop (harness bench --compare python) ---------------------------------------------
+# The bench counts at the server and in the loop itself, and reports on the control channel only: nothing of
+# the bench's control traffic travels on the broker under test, and no per-message events are emitted.
+class _BenchCounter:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.n = 0
+        self.last = 0.0
+
+    def hit(self):
+        now = time.monotonic()
+        with self.lock:
+            self.n += 1
+            if now > self.last:
+                self.last = now
+
+    def read(self):
+        with self.lock:
+            return self.n, self.last
+
+
+class BenchServerService(Service):
+    """An RPC server with ``echo`` (returns its arguments) and ``count`` (counts arrivals), no events."""
+    kind = "bench_server"
+
+    def __init__(self, name, req):
+        super().__init__(name)
+        self.counter = _BenchCounter()
+        self.server = None
+        t0 = time.monotonic()
+        conf, sections = build_conf(req, name)
+        self.url = _need(req, "url")
+        self.transport = oslo_messaging.get_rpc_transport(conf, url=self.url)
+        target = make_target({"topic": _need(req, "topic"), "server": req.get("server") or name})
+        counter = self.counter
+
+        class Endpoint(object):
+            def echo(self, ctxt, **kwargs):
+                return kwargs
+
+            def count(self, ctxt, **kwargs):
+                counter.hit()
+
+        self.server = oslo_messaging.get_rpc_server(self.transport, target, [Endpoint()], executor="threading",
+                                                    access_policy=oslo_messaging.DefaultRPCAccessPolicy)
+        self.checked(conf, sections)
+        self.t0 = t0
+
+    def start(self, ready_timeout):
+        self.server.start()
+        ready = wait_ready(self.transport, ready_timeout, self.url)
+        ready["ready_ms"] = (time.monotonic() - self.t0) * 1000.0
+        return ready
+
+    def stats(self):
+        n, last = self.counter.read()
+        return {"kind": self.kind, "count": n, "last": last}
+
+    def stop(self):
+        if self.server is not None:
+            try:
+                self.server.stop()
+                self.server.wait()
+            except Exception:  # noqa: BLE001
+                LOG.exception("stopping bench server %s", self.name)
+            self.server = None
+        try:
+            self.transport.cleanup()
+        except Exception:  # noqa: BLE001
+            pass
+        super().stop()
+
+
+class BenchListenerService(Service):
+    """A notification listener on ``<topic>.info`` that acknowledges and counts, no events."""
+    kind = "bench_listener"
+
+    def __init__(self, name, req):
+        super().__init__(name)
+        self.counter = _BenchCounter()
+        self.listener = None
+        conf, sections = build_conf(req, name)
+        self.url = _need(req, "url")
+        self.transport = oslo_messaging.get_notification_transport(conf, url=self.url)
+        counter = self.counter
+
+        class Endpoint(object):
+            def info(self, ctxt, publisher_id, event_type, payload, metadata):
+                counter.hit()
+                return oslo_messaging.NotificationResult.HANDLED
+
+        self.listener = oslo_messaging.get_notification_listener(
+            self.transport, [oslo_messaging.Target(topic=_need(req, "topic"))], [Endpoint()], executor="threading")
+        self.checked(conf, sections)
+
+    def start(self, ready_timeout):
+        self.listener.start()
+        return wait_ready(self.transport, ready_timeout, self.url)
+
+    def stats(self):
+        n, last = self.counter.read()
+        return {"kind": self.kind, "count": n, "last": last}
+
+    def stop(self):
+        if self.listener is not None:
+            try:
+                self.listener.stop()
+                self.listener.wait()
+            except Exception:  # noqa: BLE001
+                LOG.exception("stopping bench listener %s", self.name)
+            self.listener = None
+        try:
+            self.transport.cleanup()
+        except Exception:  # noqa: BLE001
+            pass
+        super().stop()
+
+
+_BENCH_KINDS = ("call", "cast", "fanout", "notify")
+
+
+class BenchClients:
+    """Transports, RPC clients and notifiers of ``bench_loop``, made once per (url, config) and reused."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.made = {}
+
+    def get(self, req, kind):
+        url = _need(req, "url")
+        key = (url, kind == "notify", json.dumps(req.get("config") or {}, sort_keys=True),
+               json.dumps(req.get("amqp") or {}, sort_keys=True))
+        with self.lock:
+            if key in self.made:
+                return self.made[key]
+            conf, _sections = build_conf(req, "bench-%s" % ("notifier" if kind == "notify" else "client"))
+            if kind == "notify":
+                transport = oslo_messaging.get_notification_transport(conf, url=url)
+                made = (transport, oslo_messaging.Notifier(transport, publisher_id="bench", driver="messagingv2",
+                                                           topics=[_need(req, "topic")]))
+            else:
+                transport = oslo_messaging.get_rpc_transport(conf, url=url)
+                made = (transport, oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="bench"),
+                                                                 timeout=30))
+            self.made[key] = made
+            return made
+
+    def cleanup(self):
+        with self.lock:
+            made, self.made = list(self.made.values()), {}
+        for transport, _ in made:
+            try:
+                transport.cleanup()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def bench_loop(clients, req):
+    """Runs one timed loop: ``count`` operations (or for ``duration`` seconds) by ``workers`` threads.
+
+    -> ``{"n", "errors", "error", "start", "end", "seconds", "latencies_us"}``; start/end are time.monotonic()
+    (CLOCK_MONOTONIC, comparable with the server's ``last`` arrival of ``bench_counts``).
+    """
+    kind = _need(req, "kind")
+    if kind not in _BENCH_KINDS:
+        raise PeerError("bad_request", "kind must be one of %s" % ", ".join(_BENCH_KINDS))
+    count = req.get("count")
+    duration = float(req.get("duration") or 5.0)
+    workers = int(req.get("workers") or 1)
+    if workers < 1 or workers > 1024:
+        raise PeerError("bad_request", "workers must be 1..1024")
+    topic = _need(req, "topic")
+    args = {"data": "x" * int(req.get("payload_bytes") or 0)}
+    _transport, client = clients.get(req, kind)
+    if kind == "notify":
+        def op():
+            client.info({}, "bench.event", args)
+    else:
+        prepared = client.prepare(topic=topic, server=req.get("server"), fanout=(kind == "fanout"))
+        if kind == "call":
+            def op():
+                prepared.call({}, "echo", **args)
+        else:
+            def op():
+                prepared.cast({}, "count", **args)
+    if req.get("warmup"):
+        for _ in range(int(req["warmup"])):
+            op()
+    lock = threading.Lock()
+    state = {"claimed": 0, "n": 0, "errors": 0, "error": None}
+    lat = []
+    cap = 120.0 if count is not None else duration
+    start = time.monotonic()
+
+    def worker():
+        mine = []
+        while True:
+            with lock:
+                if count is not None and state["claimed"] >= count:
+                    break
+                if time.monotonic() - start >= cap:
+                    break
+                state["claimed"] += 1
+            s = time.monotonic()
+            try:
+                op()
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                with lock:
+                    state["errors"] += 1
+                    if state["error"] is None:
+                        state["error"] = error_of(exc)
+                continue
+            mine.append(int((time.monotonic() - s) * 1e6))
+        with lock:
+            state["n"] += len(mine)
+            if kind == "call":
+                lat.extend(mine)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    end = time.monotonic()
+    return {"n": state["n"], "errors": state["errors"], "error": state["error"], "start": start, "end": end,
+            "seconds": end - start, "latencies_us": lat}
+
+
 class _Reported(Exception):
     """Carries an already-built ERROR object to the reply."""
 
@@ -939,6 +1175,34 @@ class Peer:
     def op_notify(self, req):
         return self._get(_need(req, "service"), NotifierService).notify(req)
 
+    def op_bench_server(self, req):
+        name = _need(req, "service")
+        return self._start(name, lambda: BenchServerService(name, req), req)
+
+    def op_bench_listener(self, req):
+        name = _need(req, "service")
+        return self._start(name, lambda: BenchListenerService(name, req), req)
+
+    def op_bench_counts(self, req):
+        """{services: [NAME...]} -> {"count": total arrivals, "last": latest arrival (time.monotonic())}."""
+        names = req.get("services")
+        if not isinstance(names, list):
+            raise PeerError("bad_request", "services must be a list of names")
+        total, last = 0, 0.0
+        for name in names:
+            svc = self._get(name)
+            if not isinstance(svc, (BenchServerService, BenchListenerService)):
+                raise PeerError("bad_request", "service %r is not a bench service" % (name,))
+            n, t = svc.counter.read()
+            total, last = total + n, max(last, t)
+        return {"count": total, "last": last}
+
+    def op_bench_loop(self, req):
+        with self.lock:
+            if getattr(self, "bench_clients", None) is None:
+                self.bench_clients = BenchClients()
+        return bench_loop(self.bench_clients, req)
+
     def op_stats(self, req):
         with self.lock:
             items = list(self.services.items())
@@ -960,6 +1224,9 @@ class Peer:
     def stop_all(self, timeout=10.0):
         with self.lock:
             names = [n for n, s in self.services.items() if s is not None]
+            clients, self.bench_clients = getattr(self, "bench_clients", None), None
+        if clients is not None:
+            clients.cleanup()
         threads = [threading.Thread(target=self._drop, args=(n,), daemon=True) for n in names]
         for t in threads:
             t.start()
@@ -987,7 +1254,7 @@ class Peer:
         emit(reply)
 
 
-_SYNC_OPS = {"hello", "stats"}
+_SYNC_OPS = {"hello", "stats", "bench_counts"}
 
 
 def main():

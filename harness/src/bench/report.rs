@@ -1,272 +1,256 @@
-//! The baseline figures, the comparison table on stdout and the JSON report.
+//! The measurements of a run (one object per measurement, with its rounds), the comparison table on
+//! stdout and the JSON report.
 
 use std::path::Path;
 
 use serde::Serialize;
+use serde_json::Value;
 
-use super::measure::{Budget, Measurements};
-use super::stats;
+use super::fleet::FleetPoint;
+use super::stats::{self, Latency};
 
-/// The Python oslo.messaging amqp driver through qpidd (figures from the product brief).
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct PythonBaseline {
-    /// Call round trip, median.
-    pub call_p50_ms: f64,
-    /// Sequential calls per second.
-    pub sequential_calls_per_s: f64,
-    /// Calls per second with 8 concurrent callers.
-    pub concurrent_calls_per_s: f64,
-    /// The number of callers behind `concurrent_calls_per_s`.
-    pub concurrent_callers: u64,
-    /// Casts per second.
-    pub casts_per_s: f64,
-    /// Notifications per second.
-    pub notifications_per_s: f64,
-    /// RPC server time to ready.
-    pub server_ready_ms: f64,
-    /// RSS of the Python RPC server process once ready.
-    pub server_rss_mib: f64,
+/// Which implementation a measurement is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Impl {
+    /// This project's driver.
+    Rust,
+    /// The Python oslo.messaging 14.9.3 amqp driver in the peer's venv.
+    Python,
+    /// A bare fe2o3-amqp client, no oslo layer: the reference for what the link can carry.
+    Raw,
 }
 
-/// The brief's Python baseline.
-pub const PYTHON: PythonBaseline = PythonBaseline {
-    call_p50_ms: 1.67,
-    sequential_calls_per_s: 586.0,
-    concurrent_calls_per_s: 912.0,
-    concurrent_callers: 8,
-    casts_per_s: 2041.0,
-    notifications_per_s: 1645.0,
-    server_ready_ms: 422.0,
-    server_rss_mib: 49.0,
-};
-
-/// A raw fe2o3-amqp client with no oslo layer (figures from the product brief).
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct RawBaseline {
-    /// Request/reply round trip, median.
-    pub request_reply_p50_ms: f64,
-    /// Pre-settled messages per second.
-    pub presettled_msgs_per_s: f64,
-    /// Acknowledged (unsettled) messages per second.
-    pub acked_msgs_per_s: f64,
-}
-
-/// The brief's raw fe2o3 figures.
-pub const RAW_FE2O3: RawBaseline = RawBaseline {
-    request_reply_p50_ms: 0.44,
-    presettled_msgs_per_s: 38_000.0,
-    acked_msgs_per_s: 31_000.0,
-};
-
-/// Where the figures were measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    /// Logical CPUs available to this process.
-    pub cores: usize,
-    /// `model name` from /proc/cpuinfo.
-    pub cpu_model: Option<String>,
-    /// Operating system.
-    pub os: &'static str,
-    /// CPU architecture.
-    pub arch: &'static str,
-}
-
-impl Machine {
-    /// This machine.
-    pub fn detect() -> Machine {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        });
-        Machine {
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            cpu_model,
-            os: std::env::consts::OS,
-            arch: std::env::consts::ARCH,
+impl Impl {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Impl::Rust => "rust",
+            Impl::Python => "python",
+            Impl::Raw => "raw",
         }
     }
 }
 
-/// The broker the figures were measured through.
+/// One measured quantity of one implementation, with every round.
 #[derive(Debug, Clone, Serialize)]
-pub struct BrokerInfo {
-    /// `embedded` (started by the bench in this process) or `external` (`--url`).
-    pub kind: &'static str,
-    /// Embedded flavour (`qpidd`, `router`).
-    pub flavour: Option<String>,
-    /// The broker URL without credentials.
-    pub url: String,
+pub struct Measurement {
+    /// Phase key (`sequential`, `notify_8`, ...).
+    pub phase: String,
+    /// What is measured (`calls/s`, `latency p50`, ...).
+    pub metric: String,
+    /// Unit of the values (`/s`, `ms`, `MiB`, `s`).
+    pub unit: &'static str,
+    /// Whether a larger value is better.
+    pub higher_is_better: bool,
+    /// Whose figure this is.
+    pub implementation: Impl,
+    /// One value per round, in round order.
+    pub rounds: Vec<f64>,
+    /// Median of the rounds.
+    pub median: f64,
+    /// Smallest round.
+    pub min: f64,
+    /// Largest round.
+    pub max: f64,
+    /// Per-round details (counts sent and received, latency percentiles, ...), in round order.
+    pub details: Vec<Value>,
 }
 
-/// What each phase was asked to do.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    /// Size of the `data` string in each request.
-    pub payload_bytes: usize,
-    /// Per-phase duration or count.
-    pub budget: Budget,
-    /// Concurrent callers in phase 2.
-    pub callers: u64,
+/// Collects measurements round by round.
+#[derive(Debug, Default)]
+pub struct Collector {
+    /// In the order they were first recorded.
+    pub items: Vec<Measurement>,
+}
+
+/// The identity and direction of a metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric<'a> {
+    /// Phase key.
+    pub phase: &'a str,
+    /// Metric name.
+    pub metric: &'a str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Larger is better.
+    pub higher_is_better: bool,
+}
+
+impl Collector {
+    /// Appends one round of `m` by `who`.
+    pub fn add(&mut self, m: Metric<'_>, who: Impl, value: f64, detail: Value) {
+        let found = self
+            .items
+            .iter_mut()
+            .find(|x| x.phase == m.phase && x.metric == m.metric && x.implementation == who);
+        let item = match found {
+            Some(x) => x,
+            None => {
+                self.items.push(Measurement {
+                    phase: m.phase.to_string(),
+                    metric: m.metric.to_string(),
+                    unit: m.unit,
+                    higher_is_better: m.higher_is_better,
+                    implementation: who,
+                    rounds: Vec::new(),
+                    median: 0.0,
+                    min: 0.0,
+                    max: 0.0,
+                    details: Vec::new(),
+                });
+                let last = self.items.len() - 1;
+                &mut self.items[last]
+            }
+        };
+        item.rounds.push(value);
+        item.details.push(detail);
+        if let Some((med, lo, hi)) = stats::median_range(&item.rounds) {
+            (item.median, item.min, item.max) = (med, lo, hi);
+        }
+    }
+
+    /// Records the percentiles of one round's latency histogram as separate metrics of `phase`.
+    pub fn add_latency(&mut self, phase: &str, who: Impl, l: &Latency) {
+        for (name, v) in [
+            ("latency p50", l.p50_ms),
+            ("latency p90", l.p90_ms),
+            ("latency p99", l.p99_ms),
+            ("latency p99.9", l.p999_ms),
+            ("latency max", l.max_ms),
+        ] {
+            let m = Metric {
+                phase,
+                metric: name,
+                unit: "ms",
+                higher_is_better: false,
+            };
+            self.add(m, who, v, Value::Null);
+        }
+    }
+
+    /// The measurement of `phase`/`metric` by `who`.
+    pub fn get(&self, phase: &str, metric: &str, who: Impl) -> Option<&Measurement> {
+        self.items
+            .iter()
+            .find(|x| x.phase == phase && x.metric == metric && x.implementation == who)
+    }
+}
+
+/// How many times better `a` is than `b` (>1 better, whichever way the metric points).
+pub fn ratio(a: f64, b: f64, higher_is_better: bool) -> Option<f64> {
+    if a <= 0.0 || b <= 0.0 || !a.is_finite() || !b.is_finite() {
+        return None;
+    }
+    Some(if higher_is_better { a / b } else { b / a })
+}
+
+/// A ratio of medians with the range of the per-round ratios (round i against round i).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Ratio {
+    /// Ratio of the medians.
+    pub median: f64,
+    /// Smallest per-round ratio.
+    pub min: f64,
+    /// Largest per-round ratio.
+    pub max: f64,
+}
+
+fn ratio_of(a: &Measurement, b: &Measurement) -> Option<Ratio> {
+    let median = ratio(a.median, b.median, a.higher_is_better)?;
+    let per: Vec<f64> = a
+        .rounds
+        .iter()
+        .zip(&b.rounds)
+        .filter_map(|(x, y)| ratio(*x, *y, a.higher_is_better))
+        .collect();
+    let (_, min, max) = stats::median_range(&per).unwrap_or((median, median, median));
+    Some(Ratio { median, min, max })
 }
 
 /// One line of the comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// What is compared.
-    pub metric: String,
-    /// Unit of the three values.
+    /// Phase key.
+    pub phase: String,
+    /// Phase and metric, as printed.
+    pub label: String,
+    /// Unit.
     pub unit: &'static str,
-    /// This driver.
-    pub rust: Option<f64>,
-    /// Python baseline, where one exists.
-    pub python: Option<f64>,
-    /// How many times better than Python (>1 = better, whichever way the metric points).
-    pub vs_python: Option<f64>,
-    /// Raw fe2o3 figure, where one exists.
-    pub fe2o3: Option<f64>,
-    /// How many times better than raw fe2o3 (<1 = slower).
-    pub vs_fe2o3: Option<f64>,
-    /// Whether a larger value is better.
-    #[serde(skip)]
+    /// Whether larger is better.
     pub higher_is_better: bool,
+    /// Rust driver: median, min, max.
+    pub rust: Option<[f64; 3]>,
+    /// Python driver.
+    pub python: Option<[f64; 3]>,
+    /// Rust against Python (>1 = the Rust driver is better).
+    pub vs_python: Option<Ratio>,
+    /// Raw fe2o3.
+    pub raw: Option<[f64; 3]>,
+    /// Rust against raw (<1 = slower than the bare link).
+    pub vs_raw: Option<Ratio>,
 }
 
-fn ratio(rust: Option<f64>, base: Option<f64>, higher_is_better: bool) -> Option<f64> {
-    let (r, b) = (rust?, base?);
-    if r <= 0.0 || b <= 0.0 {
-        return None;
+fn triple(m: &Measurement) -> [f64; 3] {
+    [m.median, m.min, m.max]
+}
+
+/// Human names of the phase keys.
+pub fn phase_label(phase: &str, settings: &Settings) -> String {
+    match phase {
+        "ready" => "server".into(),
+        "sequential" => "sequential calls".into(),
+        "concurrent" => format!("{} concurrent callers", settings.callers),
+        "casts" => "casts (pre-settled, counted at the server)".into(),
+        "fanout" => format!("fanout to {} servers", settings.fanout),
+        p if p.starts_with("notify_") => {
+            let n = &p["notify_".len()..];
+            format!(
+                "notifications, {n} notifier{} (acked, counted at the listener)",
+                if n == "1" { "" } else { "s" }
+            )
+        }
+        other => other.to_string(),
     }
-    Some(if higher_is_better { r / b } else { b / r })
 }
 
-fn row(
-    metric: impl Into<String>,
-    unit: &'static str,
-    rust: Option<f64>,
-    python: Option<f64>,
-    fe2o3: Option<f64>,
-    higher_is_better: bool,
-) -> Row {
-    Row {
-        metric: metric.into(),
-        unit,
-        rust,
-        python,
-        vs_python: ratio(rust, python, higher_is_better),
-        fe2o3,
-        vs_fe2o3: ratio(rust, fe2o3, higher_is_better),
-        higher_is_better,
+/// The comparison rows: one per (phase, metric), in recording order.
+pub fn rows(c: &Collector, settings: &Settings) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for m in &c.items {
+        if out
+            .iter()
+            .any(|r| r.phase == m.phase && r.label.ends_with(&format!(": {}", m.metric)))
+        {
+            continue;
+        }
+        let rust = c.get(&m.phase, &m.metric, Impl::Rust);
+        let python = c.get(&m.phase, &m.metric, Impl::Python);
+        let raw = c.get(&m.phase, &m.metric, Impl::Raw);
+        out.push(Row {
+            phase: m.phase.clone(),
+            label: format!("{}: {}", phase_label(&m.phase, settings), m.metric),
+            unit: m.unit,
+            higher_is_better: m.higher_is_better,
+            rust: rust.map(triple),
+            python: python.map(triple),
+            vs_python: rust.zip(python).and_then(|(a, b)| ratio_of(a, b)),
+            raw: raw.map(triple),
+            vs_raw: rust.zip(raw).and_then(|(a, b)| ratio_of(a, b)),
+        });
     }
-}
-
-fn mib(kib: Option<u64>) -> Option<f64> {
-    kib.map(|k| k as f64 / 1024.0)
-}
-
-/// The comparison rows of `m`.
-pub fn rows(m: &Measurements, embedded: bool) -> Vec<Row> {
-    let l = &m.sequential.latency;
-    let c = &m.concurrent;
-    let same_callers = c.callers == PYTHON.concurrent_callers;
-    let rss_label = if embedded {
-        "process RSS at server ready (incl. embedded broker)"
-    } else {
-        "process RSS at server ready"
-    };
-    let delta = match (m.server_ready.after.rss_kib, m.server_ready.before.rss_kib) {
-        (Some(a), Some(b)) => Some(a.saturating_sub(b)),
-        _ => None,
-    };
-    vec![
-        row(
-            "call latency p50",
-            "ms",
-            Some(l.p50_ms),
-            Some(PYTHON.call_p50_ms),
-            Some(RAW_FE2O3.request_reply_p50_ms),
-            false,
-        ),
-        row("call latency p90", "ms", Some(l.p90_ms), None, None, false),
-        row("call latency p99", "ms", Some(l.p99_ms), None, None, false),
-        row("call latency max", "ms", Some(l.max_ms), None, None, false),
-        row(
-            "sequential calls/s",
-            "/s",
-            Some(m.sequential.calls_per_s),
-            Some(PYTHON.sequential_calls_per_s),
-            None,
-            true,
-        ),
-        row(
-            format!("calls/s, {} concurrent callers", c.callers),
-            "/s",
-            Some(c.calls_per_s),
-            same_callers.then_some(PYTHON.concurrent_calls_per_s),
-            None,
-            true,
-        ),
-        row(
-            "casts/s (pre-settled, received)",
-            "/s",
-            Some(m.casts.received_per_s),
-            Some(PYTHON.casts_per_s),
-            Some(RAW_FE2O3.presettled_msgs_per_s),
-            true,
-        ),
-        row(
-            "notifications/s (acked, received)",
-            "/s",
-            Some(m.notifications.received_per_s),
-            Some(PYTHON.notifications_per_s),
-            Some(RAW_FE2O3.acked_msgs_per_s),
-            true,
-        ),
-        row(
-            "server ready (connect + start)",
-            "ms",
-            Some(m.server_ready.total_ms),
-            Some(PYTHON.server_ready_ms),
-            None,
-            false,
-        ),
-        row(
-            rss_label,
-            "MiB",
-            mib(m.server_ready.after.rss_kib),
-            Some(PYTHON.server_rss_mib),
-            None,
-            false,
-        ),
-        row(
-            "RSS growth from connect to server ready",
-            "MiB",
-            mib(delta),
-            None,
-            None,
-            false,
-        ),
-        row(
-            "peak process RSS (VmHWM)",
-            "MiB",
-            mib(m.end_memory.hwm_kib),
-            None,
-            None,
-            false,
-        ),
-    ]
+    out
 }
 
 /// `12345.6` as `12,346`; small values keep decimals.
 pub fn number(v: f64, unit: &str) -> String {
-    if unit == "ms" || unit == "MiB" {
+    if unit != "/s" {
         return if v < 10.0 {
             format!("{v:.3}")
-        } else {
+        } else if v < 1000.0 {
             format!("{v:.1}")
+        } else {
+            format!("{v:.0}")
         };
     }
     let n = v.round() as u64;
@@ -281,80 +265,203 @@ pub fn number(v: f64, unit: &str) -> String {
     out
 }
 
-fn cell(v: Option<f64>, unit: &str) -> String {
+fn cell(v: Option<[f64; 3]>, unit: &str, rounds: bool) -> String {
     match v {
-        Some(v) => {
-            if unit == "/s" {
-                format!("{}/s", number(v, unit))
+        Some([med, lo, hi]) => {
+            let u = if unit == "/s" {
+                "/s".to_string()
             } else {
-                format!("{} {unit}", number(v, unit))
+                format!(" {unit}")
+            };
+            if rounds && lo != hi {
+                format!(
+                    "{}{u} [{}-{}]",
+                    number(med, unit),
+                    number(lo, unit),
+                    number(hi, unit)
+                )
+            } else {
+                format!("{}{u}", number(med, unit))
             }
         }
         None => "-".into(),
     }
 }
 
-fn times(v: Option<f64>) -> String {
+fn times(v: Option<Ratio>) -> String {
+    let f = |r: f64| {
+        if r >= 10.0 {
+            format!("{r:.0}x")
+        } else {
+            format!("{r:.2}x")
+        }
+    };
     match v {
-        Some(r) if r >= 10.0 => format!("{r:.0}x"),
-        Some(r) => format!("{r:.2}x"),
+        Some(r) if (r.max - r.min).abs() > 1e-9 => {
+            format!("{} [{}-{}]", f(r.median), f(r.min), f(r.max))
+        }
+        Some(r) => f(r.median),
         None => "-".into(),
     }
 }
 
-/// The comparison table as printed on stdout.
-pub fn table(header: &str, rows: &[Row]) -> String {
-    let head = [
-        "metric",
-        "rust driver",
-        "python (qpidd)",
-        "vs python",
-        "raw fe2o3",
-        "vs fe2o3",
-    ];
-    let body: Vec<[String; 6]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.metric.clone(),
-                cell(r.rust, r.unit),
-                cell(r.python, r.unit),
-                times(r.vs_python),
-                cell(r.fe2o3, r.unit),
-                times(r.vs_fe2o3),
-            ]
-        })
-        .collect();
-    let mut width = head.map(str::len);
-    for b in &body {
+/// A plain text table with a header line and a rule; the first column is left-aligned.
+pub fn text_table(head: &[&str], body: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for b in body {
         for (w, c) in width.iter_mut().zip(b) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = format!("{header}\n\n");
-    let line = |cells: [&str; 6], out: &mut String| {
-        let mut s = format!("{:<w$}", cells[0], w = width[0]);
-        for (c, w) in cells.iter().zip(width).skip(1) {
-            s.push_str(&format!("  {c:>w$}"));
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+            if i == 0 {
+                s.push_str(&format!("{c:<w$}"));
+            } else {
+                s.push_str(&format!("  {c:>w$}"));
+            }
         }
         out.push_str(s.trim_end());
         out.push('\n');
     };
-    line(head, &mut out);
-    let rule = width.map(|w| "-".repeat(w));
-    line(
-        [&rule[0], &rule[1], &rule[2], &rule[3], &rule[4], &rule[5]],
-        &mut out,
-    );
-    for b in &body {
-        line([&b[0], &b[1], &b[2], &b[3], &b[4], &b[5]], &mut out);
+    line(head.to_vec(), &mut out);
+    let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+    line(rule.iter().map(String::as_str).collect(), &mut out);
+    for b in body {
+        line(b.iter().map(String::as_str).collect(), &mut out);
     }
-    out.push_str(
-        "\n\"vs\" columns: how many times better the rust driver is (>1 better, <1 worse; for latency, time and memory: lower is better).\n\
-         python = the Python oslo.messaging amqp driver through qpidd; raw fe2o3 = a bare fe2o3-amqp client (no oslo layer);\n\
-         both are the product brief's reference figures, not measured by this run.\n",
-    );
     out
+}
+
+/// The comparison table as printed on stdout.
+pub fn table(header: &str, rows: &[Row], rounds: usize) -> String {
+    let multi = rounds > 1;
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.label.clone(),
+                cell(r.rust, r.unit, multi),
+                cell(r.python, r.unit, multi),
+                times(r.vs_python),
+                cell(r.raw, r.unit, multi),
+                times(r.vs_raw),
+            ]
+        })
+        .collect();
+    let mut out = format!("{header}\n\n");
+    out.push_str(&text_table(
+        &[
+            "metric",
+            "rust driver",
+            "python driver",
+            "vs python",
+            "raw fe2o3",
+            "vs raw",
+        ],
+        &body,
+    ));
+    out.push_str(&format!(
+        "\nmedian of {rounds} round(s) [smallest-largest]; \"vs\" columns: how many times better the rust driver is \
+         (>1 better; for latency, time and memory lower is better), the ratio of the medians [range of the \
+         per-round ratios].\npython = oslo.messaging 14.9.3's amqp driver in the peer's venv, raw = a bare fe2o3-amqp \
+         client (no oslo layer), both measured in this run through the same broker, rounds alternating.\n"
+    ));
+    out
+}
+
+/// Where the figures were measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical CPUs available to this process.
+    pub cores: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: Option<String>,
+    /// Operating system.
+    pub os: &'static str,
+    /// CPU architecture.
+    pub arch: &'static str,
+    /// Load average (1, 5, 15 min) before the first phase.
+    pub load_before: Option<[f64; 3]>,
+    /// Load average after the last phase.
+    pub load_after: Option<[f64; 3]>,
+}
+
+impl Machine {
+    /// This machine, with the load average now as `load_before`.
+    pub fn detect() -> Machine {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        });
+        Machine {
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cpu_model,
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+            load_before: stats::load_average(),
+            load_after: None,
+        }
+    }
+}
+
+/// The broker the figures were measured through.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerInfo {
+    /// `embedded` (started by the bench in this process) or `external` (`--url`).
+    pub kind: &'static str,
+    /// Embedded flavour (`qpidd`, `router`).
+    pub flavour: Option<String>,
+    /// The broker URL without credentials.
+    pub url: String,
+    /// `product` of the broker's Open properties.
+    pub product: Option<String>,
+    /// `version` of the broker's Open properties.
+    pub version: Option<String>,
+}
+
+/// What each phase was asked to do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Size of the `data` string in each request.
+    pub payload_bytes: usize,
+    /// Seconds per round of a phase (duration mode).
+    pub round_seconds: f64,
+    /// Operations per round (count mode).
+    pub count: Option<u64>,
+    /// Rounds per implementation and phase.
+    pub rounds: usize,
+    /// Concurrent callers.
+    pub callers: u64,
+    /// Servers of the fanout phase.
+    pub fanout: usize,
+    /// Concurrent notifiers of the notification phases.
+    pub notifiers: Vec<u64>,
+    /// Whether the Python driver was measured.
+    pub compare_python: bool,
+    /// `--quick`.
+    pub quick: bool,
+}
+
+/// Memory and CPU of one process at the end of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessUse {
+    /// What the process is.
+    pub role: String,
+    /// Its pid.
+    pub pid: Option<u32>,
+    /// Resident set size at the end, KiB.
+    pub rss_kib: Option<u64>,
+    /// Peak resident set size, KiB.
+    pub hwm_kib: Option<u64>,
+    /// User + system CPU seconds.
+    pub cpu_s: Option<f64>,
 }
 
 /// Everything `--json` writes.
@@ -366,51 +473,33 @@ pub struct Report {
     pub version: &'static str,
     /// When the run finished (RFC 3339, UTC).
     pub date: String,
-    /// The command, without credentials.
+    /// The exact command line, without credentials.
     pub command: String,
     /// Where it ran.
     pub machine: Machine,
     /// Through which broker.
     pub broker: BrokerInfo,
+    /// Versions of the Python peer's packages, when it ran.
+    pub python_versions: Option<Value>,
     /// What it was asked to do.
     pub settings: Settings,
-    /// The raw measurements.
-    pub results: Measurements,
-    /// `(latency_ms, cumulative fraction)` of the sequential calls, at most ~200 points.
-    pub latency_cdf: Vec<(f64, f64)>,
-    /// The Python reference figures.
-    pub python_baseline: PythonBaseline,
-    /// The raw fe2o3 reference figures.
-    pub fe2o3_baseline: RawBaseline,
+    /// One object per measurement with its rounds.
+    pub measurements: Vec<Measurement>,
     /// The comparison table.
     pub comparison: Vec<Row>,
+    /// Sequential call latency CDFs, all rounds merged: implementation -> `(ms, fraction)`.
+    pub latency_cdf: Vec<(Impl, Vec<(f64, f64)>)>,
+    /// Sequential call latency histograms, all rounds merged: `(from ms, to ms, count)`.
+    pub latency_histogram: Vec<(Impl, Vec<(f64, f64, u64)>)>,
+    /// Memory and CPU per process at the end.
+    pub processes: Vec<ProcessUse>,
+    /// Fleet scale points (`--servers`).
+    pub fleet: Vec<FleetPoint>,
+    /// What could not be measured, and why.
+    pub notes: Vec<String>,
 }
 
 impl Report {
-    /// Assembles the report.
-    pub fn new(
-        command: String,
-        broker: BrokerInfo,
-        settings: Settings,
-        results: Measurements,
-    ) -> Report {
-        let embedded = broker.kind == "embedded";
-        Report {
-            tool: "amqp1-rig harness bench",
-            version: env!("CARGO_PKG_VERSION"),
-            date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            command,
-            machine: Machine::detect(),
-            latency_cdf: stats::cdf(&results.samples, 200),
-            comparison: rows(&results, embedded),
-            broker,
-            settings,
-            results,
-            python_baseline: PYTHON,
-            fe2o3_baseline: RAW_FE2O3,
-        }
-    }
-
     /// Writes the report as pretty JSON, creating parent directories.
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -418,6 +507,25 @@ impl Report {
         }
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(path, text + "\n")
+    }
+
+    /// The processes table.
+    pub fn processes_table(&self) -> String {
+        let mib = |k: Option<u64>| k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let body: Vec<Vec<String>> = self
+            .processes
+            .iter()
+            .map(|p| {
+                vec![
+                    p.role.clone(),
+                    p.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                    mib(p.rss_kib).unwrap_or("-".into()),
+                    mib(p.hwm_kib).unwrap_or("-".into()),
+                    p.cpu_s.map(|c| format!("{c:.2} s")).unwrap_or("-".into()),
+                ]
+            })
+            .collect();
+        text_table(&["process", "pid", "RSS", "VmHWM", "CPU"], &body)
     }
 }
 
@@ -436,11 +544,44 @@ mod tests {
 
     #[test]
     fn ratios_point_the_right_way() {
-        // Throughput: more is better.
-        assert_eq!(ratio(Some(1172.0), Some(586.0), true), Some(2.0));
-        // Latency: less is better.
-        assert_eq!(ratio(Some(0.835), Some(1.67), false), Some(2.0));
-        assert_eq!(ratio(Some(0.0), Some(1.67), false), None);
-        assert_eq!(ratio(Some(1.0), None, false), None);
+        assert_eq!(ratio(1172.0, 586.0, true), Some(2.0));
+        assert_eq!(ratio(0.835, 1.67, false), Some(2.0));
+        assert_eq!(ratio(0.0, 1.67, false), None);
+    }
+
+    #[test]
+    fn rounds_give_medians_ranges_and_paired_ratios() {
+        let mut c = Collector::default();
+        let m = Metric {
+            phase: "sequential",
+            metric: "calls/s",
+            unit: "/s",
+            higher_is_better: true,
+        };
+        for (r, p) in [(3000.0, 600.0), (2000.0, 500.0), (2500.0, 1000.0)] {
+            c.add(m, Impl::Rust, r, Value::Null);
+            c.add(m, Impl::Python, p, Value::Null);
+        }
+        let rust = c.get("sequential", "calls/s", Impl::Rust).expect("rust");
+        assert_eq!((rust.median, rust.min, rust.max), (2500.0, 2000.0, 3000.0));
+        assert_eq!(rust.rounds.len(), 3);
+        let settings = Settings {
+            payload_bytes: 100,
+            round_seconds: 1.0,
+            count: None,
+            rounds: 3,
+            callers: 8,
+            fanout: 4,
+            notifiers: vec![1],
+            compare_python: true,
+            quick: false,
+        };
+        let rows = rows(&c, &settings);
+        assert_eq!(rows.len(), 1);
+        let r = rows[0].vs_python.expect("ratio");
+        assert!((r.median - 2500.0 / 600.0).abs() < 1e-9);
+        assert!((r.min - 2.5).abs() < 1e-9 && (r.max - 5.0).abs() < 1e-9);
+        let t = table("t", &rows, 3);
+        assert!(t.contains("2,500/s [2,000-3,000]"), "{t}");
     }
 }
