@@ -7,7 +7,11 @@
 //! Three backends exist:
 //! - [`embedded`]: the in-process `broker` crate (always available, fastest, supports every fault);
 //! - [`process`]: real broker binaries found on `PATH`, configured from `templates/`;
-//! - [`container`]: real brokers in docker containers.
+//! - [`container`]: real brokers in containers (testcontainers).
+//!
+//! Shared by the process and container backends: [`config`] (one rendering of `templates/<kind>/`),
+//! [`cleanup`] (what runs, and who removes it on Ctrl-C), and, for the process backend, [`discovery`]
+//! (which executables run).
 //!
 //! Contract for implementors:
 //! - every listener binds to `127.0.0.1` only ([`free_port`] picks a port);
@@ -18,7 +22,10 @@
 //!   [`BackendError::NotReady`]);
 //! - a fault a backend cannot perform returns [`BackendError::Unsupported`]; the runner reports it.
 
+pub mod cleanup;
+pub mod config;
 pub mod container;
+pub mod discovery;
 pub mod embedded;
 pub mod probe;
 pub mod process;
