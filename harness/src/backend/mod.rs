@@ -363,6 +363,11 @@ pub trait BrokerNode: Send + Sync {
     fn ca_pem(&self) -> Option<String> {
         None
     }
+    /// The user clients log in as when the scenario names none and the broker needs one (RabbitMQ 4.x
+    /// wants a SASL layer, so its containers offer the image's default `guest`).
+    fn default_user(&self) -> Option<User> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn BrokerNode {
@@ -391,8 +396,11 @@ impl fmt::Debug for BrokerHandle {
 
 impl BrokerHandle {
     /// The transport URL clients use: every node as a failover host, in node order, with `user`'s
-    /// credentials. TLS is switched on by the `ssl` option, as in oslo, so the scheme stays `amqp`.
+    /// credentials (else the first node's [`BrokerNode::default_user`]). TLS is switched on by the `ssl`
+    /// option, as in oslo, so the scheme stays `amqp`.
     pub fn transport_url(&self, user: Option<&User>) -> driver::url::TransportUrl {
+        let fallback = self.nodes.first().and_then(|n| n.default_user());
+        let user = user.or(fallback.as_ref());
         let hosts = self
             .nodes
             .iter()

@@ -273,6 +273,17 @@ impl Backend for ContainerBackend {
                 .label(CONFIG_DIR_LABEL)
                 .filter(|d| d.starts_with('/'))
                 .map(str::to_string);
+            // RabbitMQ 4.x refuses connections without a SASL layer, which clients without
+            // credentials open: they log in as the image's default user instead
+            let default_user = (spec.kind() == BrokerKind::Rabbitmq
+                && spec.users.is_empty()
+                && version
+                    .as_ref()
+                    .is_some_and(|v| !v.to_string().starts_with("3.")))
+            .then(|| super::User {
+                name: "guest".into(),
+                password: "guest".into(),
+            });
             let run = uuid::Uuid::new_v4().simple().to_string();
             let mut nodes: Vec<Box<dyn BrokerNode>> = Vec::new();
             for index in 0..spec.nodes.max(1) {
@@ -288,6 +299,7 @@ impl Backend for ContainerBackend {
                     stop_timeout: STOP_TIMEOUT_SECS,
                     files,
                     env: container_env(spec),
+                    default_user: default_user.clone(),
                 };
                 // a failure drops the nodes already started, which removes their containers
                 nodes.push(Box::new(ContainerNode::start(spec, start).await?));

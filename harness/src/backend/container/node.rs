@@ -46,6 +46,8 @@ pub(crate) struct NodeStart {
     pub files: Vec<RenderedFile>,
     /// Environment of the container.
     pub env: Vec<(String, String)>,
+    /// The user clients log in as when the scenario names none.
+    pub default_user: Option<User>,
 }
 
 /// One broker node running in a container.
@@ -56,6 +58,7 @@ pub struct ContainerNode {
     product: String,
     port: u16,
     user: Option<User>,
+    default_user: Option<User>,
     ready_timeout: Duration,
     stop_timeout: i32,
     container: Mutex<Option<Arc<ContainerAsync<GenericImage>>>>,
@@ -192,7 +195,8 @@ impl ContainerNode {
             image: s.image.clone(),
             product,
             port,
-            user: spec.client_user().cloned(),
+            user: spec.client_user().cloned().or(s.default_user.clone()),
+            default_user: s.default_user.clone(),
             ready_timeout: s.ready_timeout,
             stop_timeout: s.stop_timeout,
             container: Mutex::new(Some(Arc::new(container))),
@@ -469,6 +473,10 @@ impl BrokerNode for ContainerNode {
 
     fn logs(&self) -> String {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn default_user(&self) -> Option<User> {
+        self.default_user.clone()
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {
