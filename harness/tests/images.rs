@@ -191,6 +191,32 @@ async fn docker_client_speaks_this_engines_api() {
         Ok(None),
         "a missing image is reported as missing (and never pulled)"
     );
+    let images = docker::local_images()
+        .await
+        .unwrap_or_else(|e| panic!("listing images: {e}"));
+    for i in &images {
+        eprintln!(
+            "local broker image {} ({} {:?})",
+            i.tag, i.broker, i.version
+        );
+    }
+}
+
+/// The offline RabbitMQ images are listed with the version they really hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker images from ci/images/build-offline.sh"]
+async fn offline_images_are_listed_with_their_versions() {
+    require(RABBITMQ_40);
+    require(RABBITMQ_43);
+    let images = docker::local_images().await.expect("docker answers");
+    for (tag, version) in [(RABBITMQ_40, "4.0.5"), (RABBITMQ_43, "4.3.6")] {
+        let i = images
+            .iter()
+            .find(|i| i.tag == tag)
+            .unwrap_or_else(|| panic!("{tag} not listed: {images:?}"));
+        assert_eq!(i.broker, "rabbitmq");
+        assert_eq!(i.version.as_deref(), Some(version), "{tag}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,6 +257,49 @@ pub async fn containers_of(
         .collect())
 }
 
+/// A local broker image: one of its tags, the broker it runs and the version it holds (labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    /// `repo:tag`.
+    pub tag: String,
+    /// `amqp1-rig.broker` (`rabbitmq`, `embedded`, ...).
+    pub broker: String,
+    /// `org.amqp1-rig.version` or `amqp1-rig.version`, if set.
+    pub version: Option<String>,
+}
+
+/// Every local image tag labelled with a broker (`amqp1-rig.broker`), sorted by tag: what `harness
+/// brokers` can list beside the defaults.
+pub async fn local_images() -> Result<Vec<LocalImage>, DockerUnavailable> {
+    let docker = client().await?;
+    let filters = HashMap::from([("label", vec![format!("{LABEL}.broker")])]);
+    let opts = bollard::query_parameters::ListImagesOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    let mut out: Vec<LocalImage> = docker
+        .list_images(Some(opts))
+        .await
+        .map_err(|e| unavailable(explain(&e)))?
+        .into_iter()
+        .flat_map(|i| {
+            let broker = i.labels.get(&format!("{LABEL}.broker")).cloned();
+            let version = super::VERSION_LABELS
+                .iter()
+                .find_map(|l| i.labels.get(*l).filter(|v| !v.is_empty()).cloned());
+            i.repo_tags
+                .into_iter()
+                .filter(|t| t != "<none>:<none>")
+                .map(move |tag| LocalImage {
+                    tag,
+                    broker: broker.clone().unwrap_or_default(),
+                    version: version.clone(),
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| a.tag.cmp(&b.tag));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -371,13 +371,10 @@ impl ContainerNode {
     /// Removes the container through testcontainers (`rm`), or by id when a fault operation still
     /// holds it.
     async fn remove(&self, c: Arc<ContainerAsync<GenericImage>>) {
-        match Arc::try_unwrap(c) {
-            Ok(c) => {
-                if let Err(e) = c.rm().await {
-                    tracing::warn!("cannot remove container {}: {e}", self.id);
-                }
+        if let Ok(c) = Arc::try_unwrap(c) {
+            if let Err(e) = c.rm().await {
+                tracing::warn!("cannot remove container {}: {e}", self.id);
             }
-            Err(_) => {}
         }
         // idempotent: also covers the shared case and a failed rm
         docker::remove(std::slice::from_ref(&self.id)).await;
