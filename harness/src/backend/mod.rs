@@ -7,7 +7,11 @@
 //! Three backends exist:
 //! - [`embedded`]: the in-process `broker` crate (always available, fastest, supports every fault);
 //! - [`process`]: real broker binaries found on `PATH`, configured from `templates/`;
-//! - [`container`]: real brokers in docker containers.
+//! - [`container`]: real brokers in containers (testcontainers).
+//!
+//! Shared by the process and container backends: [`config`] (one rendering of `templates/<kind>/`),
+//! [`cleanup`] (what runs, and who removes it on Ctrl-C), and, for the process backend, [`discovery`]
+//! (which executables run).
 //!
 //! Contract for implementors:
 //! - every listener binds to `127.0.0.1` only ([`free_port`] picks a port);
@@ -18,7 +22,10 @@
 //!   [`BackendError::NotReady`]);
 //! - a fault a backend cannot perform returns [`BackendError::Unsupported`]; the runner reports it.
 
+pub mod cleanup;
+pub mod config;
 pub mod container;
+pub mod discovery;
 pub mod embedded;
 pub mod probe;
 pub mod process;
@@ -365,6 +372,11 @@ pub trait BrokerNode: Send + Sync {
         let what = format!("broker_fault {}", fault.label());
         Box::pin(async move { Err(BackendError::Unsupported { backend: "", what }) })
     }
+    /// The user clients log in as when the scenario names none and the broker needs one (RabbitMQ 4.x
+    /// wants a SASL layer, so its containers offer the image's default `guest`).
+    fn default_user(&self) -> Option<User> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn BrokerNode {
@@ -393,8 +405,11 @@ impl fmt::Debug for BrokerHandle {
 
 impl BrokerHandle {
     /// The transport URL clients use: every node as a failover host, in node order, with `user`'s
-    /// credentials. TLS is switched on by the `ssl` option, as in oslo, so the scheme stays `amqp`.
+    /// credentials (else the first node's [`BrokerNode::default_user`]). TLS is switched on by the `ssl`
+    /// option, as in oslo, so the scheme stays `amqp`.
     pub fn transport_url(&self, user: Option<&User>) -> driver::url::TransportUrl {
+        let fallback = self.nodes.first().and_then(|n| n.default_user());
+        let user = user.or(fallback.as_ref());
         let hosts = self
             .nodes
             .iter()

@@ -54,7 +54,18 @@ enum Failure {
     Fatal(String),
 }
 
+/// One AMQP Open; without a user, with no SASL layer first and then SASL ANONYMOUS (RabbitMQ 4.x
+/// requires a SASL layer, where qpidd, the router and RabbitMQ 3.x also accept none).
 async fn probe_once(p: &Probe) -> Result<(), Failure> {
+    match open_once(p, false).await {
+        Err(Failure::Retry(e)) if p.user.is_none() && !p.tls && !e.starts_with("connect ") => {
+            open_once(p, true).await.map_err(|_| Failure::Retry(e))
+        }
+        r => r,
+    }
+}
+
+async fn open_once(p: &Probe, anonymous: bool) -> Result<(), Failure> {
     let stream = tokio::net::TcpStream::connect((p.host.as_str(), p.port))
         .await
         .map_err(|e| Failure::Retry(format!("connect {}:{}: {e}", p.host, p.port)))?;
@@ -70,6 +81,7 @@ async fn probe_once(p: &Probe) -> Result<(), Failure> {
             username: u.name.clone(),
             password: u.password.expose().to_string(),
         }),
+        None if anonymous => builder.sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Anonymous),
         None => builder,
     };
     match builder.open_with_stream(stream).await {

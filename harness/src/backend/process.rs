@@ -19,17 +19,11 @@
 //! error or a panic leaves nothing behind; [`kill_all`] does the same for every live broker and is meant
 //! for the runner's Ctrl-C path ([`spawn_interrupt_guard`] wires it to SIGINT/SIGTERM).
 //!
-//! Template context (every file `templates/<kind>/**.tera` is rendered to `DIR/<path without .tera>`):
-//! `broker`, `node_name`, `node_index`, `host`, `port`, `dir`, `data_dir`, `log_dir`, `log_file`,
-//! `pid_dir`, `auth`, `users` (`[{name, password}]`), `sasl_config_dir`, `sasl_db`, `sasl_realm`,
-//! `sasl_service_name`, `acl_file`, `queue_patterns`, `topic_patterns`, `router_id`, `dist_port`,
-//! `epmd_port`, `notify_link_route` (`{host, port, prefix, user, password}` or absent) and `overrides`
-//! (the spec's overrides map). Override keys the backend itself reads: `binary`, `ready_timeout`
-//! (seconds), `queue_patterns` / `topic_patterns` (comma separated), `sasl_service_name` (empty to
-//! omit), `notify_link_route` (`host:port[/prefix]`, qdrouterd only; with `notify_link_route_user` /
-//! `notify_link_route_password`), `env.NAME` (environment variable for the broker process, e.g.
-//! `env.PYTHONPATH` for a qdrouterd built from source). `spec.version` is checked for RabbitMQ
-//! (`3.10` matches an installed 3.10.8).
+//! The configuration comes from [`super::config`] (one rendering for process and container). Override
+//! keys this backend reads besides those: `binary`, `ready_timeout` (seconds), `env.NAME` (environment
+//! variable for the broker process, e.g. `env.PYTHONPATH` for a qdrouterd built from source).
+//! `spec.version` is checked for RabbitMQ (`3.10` matches an installed 3.10.8). Executables are found by
+//! [`super::discovery`]; process groups and directories are registered with [`super::cleanup`].
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -41,11 +35,22 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::cleanup::{
+    register_dir, register_group, signal_group, unregister_dir, unregister_group,
+};
+use super::config::{broker_log_file, node_name};
 use super::{
     free_port, log_tail, Backend, BackendError, BoxFuture, BrokerHandle, BrokerKind, BrokerNode,
     BrokerSpec, User,
 };
 use crate::brokers::Version;
+
+pub use super::cleanup::{kill_all, live_count, spawn_interrupt_guard};
+pub use super::config::{
+    format_rendered, render_files, render_preview, template_context, NodeLayout, Placement,
+    RenderedFile,
+};
+pub use super::discovery::{rabbitmq_version, Executables};
 
 /// How long a node may take to accept an AMQP Open, unless `overrides.ready_timeout` says otherwise.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,414 +60,6 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_CAP: usize = 256 * 1024;
 /// Lines of log put into start errors.
 const TAIL_LINES: usize = 20;
-/// The address prefix link-routed to the notification broker by default (routable addressing).
-const NOTIFY_PREFIX: &str = "openstack.org/om/notify";
-
-/// Process groups of every broker (and private epmd) currently running, for [`kill_all`].
-static LIVE_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-
-/// Private directories of live nodes, removed by [`kill_all`] (an interrupted run exits without `Drop`).
-static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-fn register_dir(dir: &Path) {
-    if let Ok(mut d) = LIVE_DIRS.lock() {
-        d.push(dir.to_path_buf());
-    }
-}
-
-fn unregister_dir(dir: &Path) {
-    if let Ok(mut d) = LIVE_DIRS.lock() {
-        d.retain(|p| p != dir);
-    }
-}
-
-fn register_group(pgid: i32) {
-    if let Ok(mut g) = LIVE_GROUPS.lock() {
-        g.push(pgid);
-    }
-}
-
-fn unregister_group(pgid: i32) {
-    if let Ok(mut g) = LIVE_GROUPS.lock() {
-        g.retain(|p| *p != pgid);
-    }
-}
-
-/// Sends `sig` to every process of group `pgid`. Returns whether the signal was delivered.
-#[allow(unsafe_code)]
-fn signal_group(pgid: i32, sig: i32) -> bool {
-    if pgid <= 1 {
-        return false;
-    }
-    // SAFETY: kill(2) takes two integers and has no memory-safety preconditions. A negative pid addresses
-    // the process group created for this broker (`process_group(0)` makes the child its leader).
-    unsafe { libc::kill(-pgid, sig) == 0 }
-}
-
-/// SIGKILLs every broker process group this process started and has not reaped yet.
-///
-/// Synchronous (it waits 200 ms for the killed brokers to let go of their files, then removes their
-/// private directories unless `HARNESS_KEEP_BROKER_DIRS` is set) and meant for a Ctrl-C handler task
-/// that exits the process right after. Returns the number of process groups signalled.
-pub fn kill_all() -> usize {
-    let groups: Vec<i32> = match LIVE_GROUPS.lock() {
-        Ok(g) => g.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
-    let killed = groups
-        .iter()
-        .filter(|pgid| {
-            signal_group(**pgid, libc::SIGCONT);
-            signal_group(**pgid, libc::SIGKILL)
-        })
-        .count();
-    let dirs: Vec<PathBuf> = match LIVE_DIRS.lock() {
-        Ok(mut d) => std::mem::take(&mut *d),
-        Err(p) => std::mem::take(&mut *p.into_inner()),
-    };
-    if !dirs.is_empty() && std::env::var_os("HARNESS_KEEP_BROKER_DIRS").is_none() {
-        // Let the killed brokers close their files, then remove their directories (best effort).
-        std::thread::sleep(Duration::from_millis(200));
-        for d in dirs {
-            let _ = fs::remove_dir_all(d);
-        }
-    }
-    killed
-}
-
-/// Number of broker process groups currently alive (started and not reaped).
-pub fn live_count() -> usize {
-    LIVE_GROUPS.lock().map(|g| g.len()).unwrap_or(0)
-}
-
-/// Spawns a task that, on SIGINT (Ctrl-C) or SIGTERM, kills every process-backend broker ([`kill_all`])
-/// and exits the process with status 130. The runner calls this once, inside the tokio runtime.
-pub fn spawn_interrupt_guard() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
-        let n = kill_all();
-        eprintln!("interrupted: killed {n} broker process group(s)");
-        std::process::exit(130);
-    })
-}
-
-/// One rendered configuration file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RenderedFile {
-    /// Path relative to the node directory (`qpidd.conf`, `sasl2/qpidd.conf`).
-    pub path: String,
-    /// File contents.
-    pub contents: String,
-}
-
-/// Where one node lives: directory, ports and names. Everything a template can refer to besides the spec.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeLayout {
-    /// Node index in the scenario (0-based).
-    pub index: usize,
-    /// The node's private directory (configs live directly in it).
-    pub dir: PathBuf,
-    /// AMQP port on 127.0.0.1.
-    pub port: u16,
-    /// RabbitMQ: Erlang distribution port.
-    pub dist_port: u16,
-    /// RabbitMQ: private epmd port.
-    pub epmd_port: u16,
-    /// Broker node name (`rig-<random>@localhost` for RabbitMQ, `node<i>` elsewhere).
-    pub node_name: String,
-}
-
-impl NodeLayout {
-    /// A fixed layout for previews and snapshot tests (`/tmp/amqp1-rig/<kind>-node<i>`, port 5672 + i).
-    pub fn preview(kind: BrokerKind, index: usize) -> Self {
-        NodeLayout {
-            index,
-            dir: PathBuf::from(format!("/tmp/amqp1-rig/{kind}-node{index}")),
-            port: 5672 + index as u16,
-            dist_port: 25672 + index as u16,
-            epmd_port: 4369,
-            node_name: node_name(kind, index, "preview"),
-        }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-    fn log_dir(&self) -> PathBuf {
-        self.dir.join("log")
-    }
-    fn pid_dir(&self) -> PathBuf {
-        self.dir.join("run")
-    }
-    fn output_log(&self) -> PathBuf {
-        self.dir.join("output.log")
-    }
-}
-
-fn node_name(kind: BrokerKind, index: usize, tag: &str) -> String {
-    match kind {
-        BrokerKind::Rabbitmq => format!("rig-{tag}-{index}@localhost"),
-        _ => format!("node{index}"),
-    }
-}
-
-/// The broker's own log file inside the node directory (besides `output.log`, its stdout/stderr).
-fn broker_log_file(kind: BrokerKind, layout: &NodeLayout) -> Option<PathBuf> {
-    match kind {
-        BrokerKind::Qpidd => Some(layout.log_dir().join("qpidd.log")),
-        BrokerKind::Qdrouterd => Some(layout.log_dir().join("qdrouterd.log")),
-        BrokerKind::Rabbitmq => Some(layout.log_dir().join(format!("{}.log", layout.node_name))),
-        _ => None,
-    }
-}
-
-fn comma_list(v: Option<&String>, default: &[&str]) -> Vec<String> {
-    match v {
-        Some(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        None => default.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-/// Parses `host:port[/prefix]` (the `notify_link_route` override).
-fn parse_link_route(v: &str) -> Result<(String, u16, String), String> {
-    let (hostport, prefix) = match v.split_once('/') {
-        Some((h, p)) if !p.is_empty() => (h, p.to_string()),
-        Some((h, _)) => (h, NOTIFY_PREFIX.to_string()),
-        None => (v, NOTIFY_PREFIX.to_string()),
-    };
-    let (host, port) = hostport
-        .rsplit_once(':')
-        .ok_or_else(|| format!("notify_link_route '{v}' is not host:port[/prefix]"))?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("notify_link_route '{v}': bad port '{port}'"))?;
-    if host.is_empty() {
-        return Err(format!("notify_link_route '{v}' has no host"));
-    }
-    Ok((host.to_string(), port, prefix))
-}
-
-/// The tera context for `spec`'s templates at `layout`. Passwords are included as given.
-pub fn template_context(
-    spec: &BrokerSpec,
-    layout: &NodeLayout,
-) -> Result<tera::Context, BackendError> {
-    let kind = spec.kind();
-    let ov = &spec.overrides;
-    let mut c = tera::Context::new();
-    c.insert("broker", kind.as_str());
-    c.insert("node_name", &layout.node_name);
-    c.insert("node_index", &layout.index);
-    c.insert("host", "127.0.0.1");
-    c.insert("port", &layout.port);
-    c.insert("dir", &layout.dir.display().to_string());
-    c.insert("data_dir", &layout.data_dir().display().to_string());
-    c.insert("log_dir", &layout.log_dir().display().to_string());
-    c.insert(
-        "log_file",
-        &broker_log_file(kind, layout)
-            .unwrap_or_else(|| layout.output_log())
-            .display()
-            .to_string(),
-    );
-    c.insert("pid_dir", &layout.pid_dir().display().to_string());
-    c.insert("auth", &!spec.users.is_empty());
-    let users: Vec<BTreeMap<&str, &str>> = spec
-        .users
-        .iter()
-        .map(|u| BTreeMap::from([("name", u.name.as_str()), ("password", u.password.expose())]))
-        .collect();
-    c.insert("users", &users);
-    c.insert(
-        "sasl_config_dir",
-        &layout.dir.join("sasl2").display().to_string(),
-    );
-    c.insert(
-        "sasl_db",
-        &layout
-            .dir
-            .join("sasl2")
-            .join(format!("{kind}.sasldb"))
-            .display()
-            .to_string(),
-    );
-    c.insert("sasl_realm", "QPID");
-    let service = ov
-        .get("sasl_service_name")
-        .cloned()
-        .unwrap_or_else(|| "amqp".to_string());
-    c.insert("sasl_service_name", &service);
-    c.insert(
-        "acl_file",
-        &layout.dir.join("qpidd.acl").display().to_string(),
-    );
-    c.insert(
-        "queue_patterns",
-        &comma_list(ov.get("queue_patterns"), &["exclusive", "unicast"]),
-    );
-    c.insert(
-        "topic_patterns",
-        &comma_list(ov.get("topic_patterns"), &["broadcast"]),
-    );
-    c.insert("router_id", &format!("Router.{}", layout.index));
-    c.insert("dist_port", &layout.dist_port);
-    c.insert("epmd_port", &layout.epmd_port);
-    if let Some(v) = ov.get("notify_link_route") {
-        let (host, port, prefix) = parse_link_route(v).map_err(|message| BackendError::Start {
-            message,
-            log_tail: String::new(),
-        })?;
-        let mut m: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
-        m.insert("host", host.into());
-        m.insert("port", port.into());
-        m.insert("prefix", prefix.into());
-        if let (Some(u), Some(p)) = (
-            ov.get("notify_link_route_user"),
-            ov.get("notify_link_route_password"),
-        ) {
-            m.insert("user", u.clone().into());
-            m.insert("password", p.clone().into());
-        }
-        c.insert("notify_link_route", &m);
-    }
-    c.insert("overrides", ov);
-    Ok(c)
-}
-
-/// Renders every `templates/<kind>/**.tera` for `spec` at `layout`, sorted by path.
-///
-/// `embedded` and `artemis` have no templates here and yield an empty list.
-pub fn render_files(
-    spec: &BrokerSpec,
-    layout: &NodeLayout,
-) -> Result<Vec<RenderedFile>, BackendError> {
-    let prefix = match spec.kind() {
-        BrokerKind::Qpidd | BrokerKind::Qdrouterd | BrokerKind::Rabbitmq => {
-            format!("{}/", spec.kind().as_str())
-        }
-        BrokerKind::Embedded | BrokerKind::Artemis => return Ok(Vec::new()),
-    };
-    let tera = crate::templates::load(&spec.templates_dir)?;
-    let mut names: Vec<String> = tera
-        .get_template_names()
-        .filter(|n| n.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
-    names.sort();
-    if names.is_empty() {
-        return Err(BackendError::Start {
-            message: format!(
-                "no templates for {} under {} (expected {}*.tera)",
-                spec.kind(),
-                spec.templates_dir.display(),
-                prefix
-            ),
-            log_tail: String::new(),
-        });
-    }
-    let ctx = template_context(spec, layout)?;
-    let mut out = Vec::new();
-    for name in names {
-        let contents = crate::templates::render_with(&tera, &spec.templates_dir, &name, &ctx)?;
-        let path = name
-            .strip_prefix(&prefix)
-            .unwrap_or(&name)
-            .trim_end_matches(".tera")
-            .to_string();
-        out.push(RenderedFile { path, contents });
-    }
-    Ok(out)
-}
-
-/// What `harness render --broker KIND` prints: the files of node 0 at the preview layout, with every
-/// password replaced by `***`.
-pub fn render_preview(spec: &BrokerSpec) -> Result<Vec<RenderedFile>, BackendError> {
-    let mut redacted = spec.clone();
-    for u in &mut redacted.users {
-        u.password = "***".into();
-    }
-    if redacted
-        .overrides
-        .contains_key("notify_link_route_password")
-    {
-        redacted
-            .overrides
-            .insert("notify_link_route_password".into(), "***".into());
-    }
-    render_files(&redacted, &NodeLayout::preview(spec.kind(), 0))
-}
-
-/// Formats rendered files for a terminal: `==> path <==` headers, like `tail` on several files.
-pub fn format_rendered(files: &[RenderedFile]) -> String {
-    let mut out = String::new();
-    for (i, f) in files.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&format!("==> {} <==\n", f.path));
-        out.push_str(&f.contents);
-        if !f.contents.ends_with('\n') {
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// Resolved executables for one broker kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Executables {
-    /// The broker (or `harness` for the embedded broker).
-    pub server: PathBuf,
-    /// RabbitMQ: `rabbitmqctl` next to the server script.
-    pub ctl: Option<PathBuf>,
-    /// RabbitMQ: `epmd` for a private port mapper (without it, erl starts its own, which outlives the node).
-    pub epmd: Option<PathBuf>,
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// Debian's `/usr/sbin/rabbitmq-server` is a wrapper that `su`s to the `rabbitmq` user and uses the system
-/// directories; use the real script next to it instead.
-fn unwrap_rabbitmq_script(p: PathBuf, name: &str) -> PathBuf {
-    if let Ok(canon) = fs::canonicalize(&p) {
-        if canon.file_name().and_then(|f| f.to_str()) == Some("rabbitmq-script-wrapper") {
-            if let Some(dir) = canon.parent() {
-                let real = dir.join(name);
-                if is_executable(&real) {
-                    return real;
-                }
-            }
-        }
-    }
-    p
-}
 
 /// The process backend. Cheap to construct; holds only where binaries are.
 #[derive(Clone, Debug, Default)]
@@ -499,71 +96,7 @@ impl ProcessBackend {
         let explicit = override_path
             .map(Path::to_path_buf)
             .or_else(|| self.binaries.get(&kind).cloned());
-        let check = |p: PathBuf| -> Result<PathBuf, String> {
-            if is_executable(&p) {
-                Ok(p)
-            } else {
-                Err(format!("{} is not an executable file", p.display()))
-            }
-        };
-        match kind {
-            BrokerKind::Qpidd | BrokerKind::Qdrouterd => {
-                let name = kind.as_str();
-                let server = match explicit {
-                    Some(p) => check(p)?,
-                    None => {
-                        find_on_path(name).ok_or_else(|| format!("{name} not found on PATH"))?
-                    }
-                };
-                Ok(Executables {
-                    server,
-                    ctl: None,
-                    epmd: None,
-                })
-            }
-            BrokerKind::Rabbitmq => {
-                let server = match explicit {
-                    Some(p) => check(p)?,
-                    None => find_on_path("rabbitmq-server")
-                        .or_else(|| {
-                            [
-                                "/usr/lib/rabbitmq/bin/rabbitmq-server",
-                                "/usr/sbin/rabbitmq-server",
-                            ]
-                            .iter()
-                            .map(PathBuf::from)
-                            .find(|p| is_executable(p))
-                        })
-                        .ok_or_else(|| "rabbitmq-server not found on PATH".to_string())?,
-                };
-                let server = unwrap_rabbitmq_script(server, "rabbitmq-server");
-                let ctl = server
-                    .parent()
-                    .map(|d| d.join("rabbitmqctl"))
-                    .filter(|p| is_executable(p))
-                    .or_else(|| find_on_path("rabbitmqctl"))
-                    .map(|p| unwrap_rabbitmq_script(p, "rabbitmqctl"));
-                Ok(Executables {
-                    server,
-                    ctl,
-                    epmd: find_on_path("epmd"),
-                })
-            }
-            BrokerKind::Embedded => {
-                let server = match explicit.or_else(|| self.harness_exe.clone()) {
-                    Some(p) => check(p)?,
-                    None => harness_exe().ok_or_else(|| {
-                        "the harness executable was not found (set HARNESS_BIN)".to_string()
-                    })?,
-                };
-                Ok(Executables {
-                    server,
-                    ctl: None,
-                    epmd: None,
-                })
-            }
-            BrokerKind::Artemis => Err("artemis runs only with the container backend".to_string()),
-        }
+        super::discovery::locate(kind, explicit, self.harness_exe.clone())
     }
 
     /// Starts every node of `spec` at once and returns them once all are ready (what [`Backend::start`]
@@ -612,32 +145,6 @@ impl ProcessBackend {
         let starts = (0..spec.nodes.max(1)).map(|i| ProcessNode::start(spec, &exes, i, timeout));
         futures::future::try_join_all(starts).await
     }
-}
-
-/// The RabbitMQ version of an installed server script, read from its install path
-/// (`.../rabbitmq_server-3.10.8/sbin/rabbitmq-server`).
-pub fn rabbitmq_version(server: &Path) -> Option<String> {
-    let canon = fs::canonicalize(server).ok()?;
-    canon.ancestors().find_map(|a| {
-        a.file_name()
-            .and_then(|f| f.to_str())
-            .and_then(|f| f.strip_prefix("rabbitmq_server-"))
-            .map(str::to_string)
-    })
-}
-
-fn harness_exe() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HARNESS_BIN").map(PathBuf::from) {
-        if is_executable(&p) {
-            return Some(p);
-        }
-    }
-    if let Ok(me) = std::env::current_exe() {
-        if me.file_stem().and_then(|s| s.to_str()) == Some("harness") {
-            return Some(me);
-        }
-    }
-    find_on_path("harness")
 }
 
 impl Backend for ProcessBackend {
@@ -735,6 +242,13 @@ impl ProcessNode {
             dist_port,
             epmd_port,
             node_name: node_name(kind, index, &tag[..8]),
+            placement: Placement::Process,
+            version: match kind {
+                BrokerKind::Rabbitmq => {
+                    rabbitmq_version(&exes.server).and_then(|v| Version::parse(&v))
+                }
+                _ => None,
+            },
         };
         for d in [layout.data_dir(), layout.log_dir(), layout.pid_dir()] {
             fs::create_dir_all(d)?;
@@ -795,9 +309,8 @@ impl ProcessNode {
 
     /// Creates the Cyrus SASL database for qpidd/qdrouterd with `saslpasswd2`.
     async fn create_sasl_db(&self) -> Result<(), BackendError> {
-        let saslpasswd2 = find_on_path("saslpasswd2")
-            .or_else(|| Some(PathBuf::from("/usr/sbin/saslpasswd2")).filter(|p| is_executable(p)))
-            .ok_or_else(|| BackendError::Unavailable {
+        let saslpasswd2 =
+            super::discovery::saslpasswd2().ok_or_else(|| BackendError::Unavailable {
                 backend: "process",
                 kind: self.kind.to_string(),
                 reason: "saslpasswd2 not found (install sasl2-bin) but the scenario has users"
@@ -1306,26 +819,11 @@ mod tests {
     }
 
     #[test]
-    fn link_route_parses_with_and_without_prefix() {
-        assert_eq!(
-            parse_link_route("127.0.0.1:5672").expect("valid"),
-            ("127.0.0.1".into(), 5672, NOTIFY_PREFIX.into())
-        );
-        assert_eq!(
-            parse_link_route("h:1/x/y").expect("valid"),
-            ("h".into(), 1, "x/y".into())
-        );
-        assert!(parse_link_route("nohost").is_err());
-        assert!(parse_link_route("h:99999").is_err());
-    }
-
-    #[test]
     fn missing_binary_is_reported_by_name() {
         let b = ProcessBackend::new();
         // qpidd and qdrouterd are not packaged here; when they are, this just checks the Ok path.
-        match b.available(&spec_of("qpidd")) {
-            Ok(()) => assert!(find_on_path("qpidd").is_some()),
-            Err(e) => assert_eq!(e, "qpidd not found on PATH"),
+        if let Err(e) = b.available(&spec_of("qpidd")) {
+            assert_eq!(e, "qpidd not found on PATH");
         }
         let err = b
             .locate(

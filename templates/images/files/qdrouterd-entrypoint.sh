@@ -3,6 +3,15 @@
 set -eu
 conf=/etc/amqp1-rig/qdrouterd.conf
 mkdir -p /etc/amqp1-rig /var/lib/qdrouterd /etc/sasl2
+# a configuration rendered by the harness (templates/qdrouterd/, container placement) lists every
+# scenario user in sasl-users (name:password per line)
+mkdir -p /etc/amqp1-rig/sasl2
+if [ -s /etc/amqp1-rig/sasl-users ]; then
+  while IFS=: read -r user pass; do
+    [ -n "$user" ] && printf '%s' "$pass" | saslpasswd2 -c -p -f /etc/amqp1-rig/sasl2/qdrouterd.sasldb "$user"
+  done < /etc/amqp1-rig/sasl-users
+  rm -f /etc/amqp1-rig/sasl-users
+fi
 auth=no
 if [ -n "${QDROUTERD_USER:-}" ]; then
   auth=yes

@@ -3,6 +3,15 @@
 set -eu
 conf=/etc/amqp1-rig/qpidd.conf
 mkdir -p /etc/amqp1-rig /var/lib/qpidd/data /etc/sasl2
+# a configuration rendered by the harness (templates/qpidd/, container placement) keeps its data under
+# /etc/amqp1-rig and lists every scenario user in sasl-users (name:password per line)
+mkdir -p /etc/amqp1-rig/data /etc/amqp1-rig/run /etc/amqp1-rig/sasl2
+if [ -s /etc/amqp1-rig/sasl-users ]; then
+  while IFS=: read -r user pass; do
+    [ -n "$user" ] && printf '%s' "$pass" | saslpasswd2 -c -p -f /etc/amqp1-rig/sasl2/qpidd.sasldb -u QPID "$user"
+  done < /etc/amqp1-rig/sasl-users
+  rm -f /etc/amqp1-rig/sasl-users
+fi
 if [ ! -s "$conf" ]; then
   {
     echo "queue-patterns=exclusive"
