@@ -237,8 +237,11 @@ impl std::fmt::Debug for RawRig {
 /// Addresses the raw client uses: the driver's anycast form for this broker, so that each flavour
 /// routes them as it routes the driver's own.
 fn addresses(config: &driver::Config, product: &PeerProduct) -> [String; 3] {
-    let kind =
-        driver::address::resolve_kind(config.amqp.addressing_mode, product.product.as_deref());
+    let kind = driver::address::resolve_kind(
+        config.amqp.addressing_mode,
+        product.product.as_deref(),
+        product.version.as_deref(),
+    );
     let a = driver::address::Addresser::new(
         kind,
         &config.amqp,
