@@ -288,17 +288,15 @@ pub async fn run_module(
             break;
         }
         let before = run.tests.len();
-        let end = run_child(
+        let child = Child {
             setup,
             module,
-            remaining.as_deref(),
             deadline,
-            &mut run,
             registry,
             id,
             progress,
-        )
-        .await;
+        };
+        let end = run_child(&child, remaining.as_deref(), &mut run).await;
         if collected.is_none() {
             collected = end.collected.clone();
         }
@@ -332,17 +330,27 @@ struct ChildEnd {
     timed_out: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_child(
-    setup: &Setup,
-    module: &str,
-    only: Option<&[String]>,
+/// What every runner process of one module shares.
+struct Child<'a> {
+    setup: &'a Setup,
+    module: &'a str,
+    /// The module's deadline (all its runners together).
     deadline: Instant,
-    run: &mut ModuleRun,
-    registry: &[KnownFailure],
-    id: &Identity,
-    progress: &(dyn Fn(Progress<'_>) + Sync),
-) -> ChildEnd {
+    registry: &'a [KnownFailure],
+    id: &'a Identity,
+    progress: &'a (dyn Fn(Progress<'_>) + Sync),
+}
+
+/// Runs one runner process: the module's tests, or only the ids in `only`; results go into `run`.
+async fn run_child(child: &Child<'_>, only: Option<&[String]>, run: &mut ModuleRun) -> ChildEnd {
+    let Child {
+        setup,
+        module,
+        deadline,
+        registry,
+        id,
+        progress,
+    } = *child;
     let dir = tempfile::tempdir().ok();
     let mut cmd = tokio::process::Command::new(&setup.python);
     cmd.arg("-u")

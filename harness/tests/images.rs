@@ -540,26 +540,37 @@ async fn rpc_scenario_through_embedded_broker_container() {
     assert!(steps > 5, "the scenario ran ({steps} steps)");
 }
 
-/// RabbitMQ 4.3.6 refuses v1 addresses by default (the scenario's services cannot attach, in the
-/// broker's words); with `permit_amqp_address_v1` the rendered configuration permits them and
-/// `scenarios/notify.yaml` passes (reached through the backend's URL).
+/// RabbitMQ 4.3.6 with its default configuration: the driver's own choice (`rabbitmq4` addressing, v2
+/// addresses declared through `/management`) passes `scenarios/notify.yaml`; forcing the 3.x v1
+/// addresses (`addressing_mode=rabbitmq`) is refused in the broker's words unless the rendered
+/// configuration permits them (`permit_amqp_address_v1`), and then passes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs docker images from ci/images/build-offline.sh"]
-async fn rabbitmq_4_3_v1_addresses_only_when_permitted() {
+async fn rabbitmq_4_3_v2_by_default_v1_only_when_permitted() {
     let _one_at_a_time = CONTAINERS.lock().await;
     require(RABBITMQ_43);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let loaded = harness::scenario::load_file(&root.join("scenarios/notify.yaml"), &[], &[])
         .expect("notify.yaml loads");
-    for permit in [false, true] {
+    // (permit v1 in the broker's config, force v1 addresses in the driver, expect a refusal)
+    for (permit, force_v1, refused) in [
+        (false, false, false),
+        (false, true, true),
+        (true, true, false),
+    ] {
         let mut spec = spec_of("rabbitmq:4.3.6");
         if permit {
             spec.overrides
                 .insert("permit_amqp_address_v1".into(), "true".into());
         }
         let (handle, _) = start(&spec).await;
+        let mut url = handle.transport_url(None);
+        if force_v1 {
+            url.query
+                .push(("addressing_mode".into(), "rabbitmq".into()));
+        }
         let overrides = harness::plan::Overrides {
-            url: Some(handle.transport_url(None)),
+            url: Some(url),
             ..Default::default()
         };
         let plan = harness::plan::plan(&loaded, &overrides, templates_dir()).expect("plan");
@@ -571,16 +582,24 @@ async fn rabbitmq_4_3_v1_addresses_only_when_permitted() {
         .expect("scenario within 300 s");
         let logs = handle.nodes[0].logs();
         handle.stop().await;
-        if permit {
-            assert!(r.error.is_none(), "scenario error: {:?}\n{logs}", r.error);
+        let case = format!("permit_amqp_address_v1={permit}, v1 addresses forced={force_v1}");
+        if refused {
+            let e = r.error.expect("v1 addresses are refused by default");
+            assert!(e.contains("amqp_address_v1_not_permitted"), "{case}: {e}");
+        } else {
+            assert!(
+                r.error.is_none(),
+                "{case}: scenario error: {:?}\n{logs}",
+                r.error
+            );
             let failures: Vec<String> = r
                 .failures()
                 .map(|s| format!("step {} {}: {:?}", s.index, s.keyword, s.message))
                 .collect();
-            assert!(failures.is_empty(), "failures: {failures:?}\n{logs}");
-        } else {
-            let e = r.error.expect("v1 addresses are refused by default");
-            assert!(e.contains("amqp_address_v1_not_permitted"), "{e}");
+            assert!(
+                failures.is_empty(),
+                "{case}: failures: {failures:?}\n{logs}"
+            );
         }
     }
 }
@@ -706,4 +725,58 @@ async fn time_to_first_ready_by_image() {
     for l in &lines {
         eprintln!("{l}");
     }
+}
+
+/// Reaping stale containers touches only containers a harness started (owner label set, owner gone):
+/// a container created from one of our images by someone else (a `docker build` step, a hand-run
+/// `docker create`) carries `amqp1-rig=1` from the image but no owner, and must survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker images from ci/images/build-offline.sh"]
+async fn reaping_spares_containers_the_harness_did_not_start() {
+    use docker::bollard::query_parameters::{
+        CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
+    };
+    let _one_at_a_time = CONTAINERS.lock().await;
+    require(EMBEDDED_IMAGE);
+    let client = docker::client().await.expect("docker answers");
+    let name = format!("amqp1-rig-reap-test-{}", std::process::id());
+    let body = docker::bollard::models::ContainerCreateBody {
+        image: Some(EMBEDDED_IMAGE.to_string()),
+        ..Default::default()
+    };
+    let created = client
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            body,
+        )
+        .await
+        .expect("create a container from the embedded-broker image");
+    let labels = client
+        .inspect_container(&created.id, None::<InspectContainerOptions>)
+        .await
+        .expect("inspect")
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    let inherited = labels.get("amqp1-rig").cloned();
+    let reaped = docker::reap_orphans_async(false).await.expect("reap");
+    let still_there = client
+        .inspect_container(&created.id, None::<InspectContainerOptions>)
+        .await
+        .is_ok();
+    let _ = client
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await;
+    assert_eq!(
+        inherited.as_deref(),
+        Some("1"),
+        "the image's label reaches its containers"
+    );
+    assert!(
+        still_there,
+        "a container without an owner label was reaped ({reaped} removed)"
+    );
 }

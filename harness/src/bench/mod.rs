@@ -405,15 +405,15 @@ pub async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         compare_python,
         quick,
     };
-    let result = run_phases(
-        &args,
-        &url,
+    let result = run_phases(&PhaseRequest {
+        args: &args,
+        url: &url,
         budget,
-        &settings,
-        started.as_ref(),
-        &fleet_sizes,
-        &progress,
-    )
+        settings: &settings,
+        started: started.as_ref(),
+        fleet_sizes: &fleet_sizes,
+        progress: &progress,
+    })
     .await;
     if let Some(b) = started {
         b.stop().await;
@@ -539,218 +539,78 @@ fn process_use(role: &str, pid: Option<u32>) -> ProcessUse {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_phases(
-    args: &BenchArgs,
-    url: &str,
+/// What one run of the phases needs: the command line, the broker's URL, the round budget, the
+/// settings the report records, the broker this run started (if any) and the fleet sizes.
+struct PhaseRequest<'a> {
+    args: &'a BenchArgs,
+    url: &'a str,
     budget: Budget,
-    settings: &report::Settings,
-    started: Option<&Started>,
-    fleet_sizes: &[u64],
-    progress: &progress::Progress,
-) -> Result<PhaseOutput, BenchError> {
-    let rust_url = match &args.reply_mode {
+    settings: &'a report::Settings,
+    started: Option<&'a Started>,
+    fleet_sizes: &'a [u64],
+    progress: &'a progress::Progress,
+}
+
+/// Sets the rigs up, runs every phase in alternating rounds, stops the rigs, then measures the fleet.
+async fn run_phases(req: &PhaseRequest<'_>) -> Result<PhaseOutput, BenchError> {
+    let rust_url = match &req.args.reply_mode {
         Some(mode) => format!(
-            "{url}{}reply_mode={mode}",
-            if url.contains('?') { "&" } else { "?" }
+            "{}{}reply_mode={mode}",
+            req.url,
+            if req.url.contains('?') { "&" } else { "?" }
         ),
-        None => url.to_string(),
+        None => req.url.to_string(),
     };
-    let rust_url = rust_url.as_str();
-    let config =
-        driver::Config::from_url(rust_url).map_err(|e| BenchError::Usage(format!("--url: {e}")))?;
-    let payload = match json!({ "data": "x".repeat(args.size) }) {
-        Value::Object(m) => m,
-        _ => driver::Map::new(),
-    };
-    let mut notes = Vec::new();
-    let mut skip: Vec<String> = Vec::new();
-    let phase = progress.phase("setting up");
-    let mut rawrig = raw::RawRig::start(&config, args.size).await?;
-    let rust = measure::RustRig::start(rust_url, payload, settings.fanout).await?;
-    let py = if settings.compare_python {
-        match python::PyRig::start(url, args.size, settings.fanout).await {
-            Ok(p) => Some(p),
-            Err(e @ BenchError::Python(_)) => return Err(e),
-            Err(e) => {
-                notes.push(format!(
-                    "python driver: not measured through this broker: {e}"
-                ));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    phase.finish(&format!(
-        "broker {} {}",
-        rawrig.product.product.as_deref().unwrap_or("?"),
-        rawrig.product.version.as_deref().unwrap_or("?")
-    ));
-    let python_versions = py.as_ref().map(|p| p.versions.clone());
-    let product = rawrig.product.clone();
-    let mut c = Collector::default();
-    let mut rust_hist = stats::Hist::new();
-    let mut py_hist = stats::Hist::new();
-    let mut raw_hist = stats::Hist::new();
-    let rounds = settings.rounds;
-    let result: Result<(), BenchError> = async {
-        // Server start to ready.
-        let phase = progress.phase("server ready");
-        for r in 0..rounds {
-            let topic = format!("bench_ready_{r}_{}", uuid::Uuid::new_v4().simple());
-            let ready = rust.ready_round(&topic).await?;
-            c.add(
-                metric("ready", "transport + server start to ready", "ms", false),
-                Impl::Rust,
-                ready.total_ms,
-                serde_json::to_value(&ready).unwrap_or(Value::Null),
-            );
-            if let Some(p) = measure::server_process(rust_url, &format!("{topic}_p")).await? {
-                add_process_ready(&mut c, Impl::Rust, &p);
-            }
-            let py_topic = format!("{topic}_py");
-            if let Some(p) = py_try(&py, &mut skip, &mut notes, "ready", |py| {
-                py.ready_round(&py_topic)
-            })
-            .await
-            {
-                c.add(
-                    metric("ready", "transport + server start to ready", "ms", false),
-                    Impl::Python,
-                    p.ready_ms,
-                    Value::Null,
-                );
-                add_process_ready(&mut c, Impl::Python, &p);
-            }
-        }
-        phase.finish(&summary(&c, "ready", "transport + server start to ready"));
-
-        // Sequential calls.
-        let phase = progress.phase("sequential calls");
-        for _ in 0..rounds {
-            let calls = rust.calls(budget, 1).await?;
-            add_calls(&mut c, "sequential", Impl::Rust, &calls);
-            rust_hist.merge(&calls.hist);
-            if let Some(calls) = py_try(&py, &mut skip, &mut notes, "sequential", |py| {
-                py.calls(budget, 1)
-            })
-            .await
-            {
-                add_calls(&mut c, "sequential", Impl::Python, &calls);
-                py_hist.merge(&calls.hist);
-            }
-            let (n, secs, hist) = rawrig.request_reply(budget).await?;
-            let calls = measure::Calls {
-                calls: n,
-                seconds: secs,
-                hist,
-            };
-            add_calls(&mut c, "sequential", Impl::Raw, &calls);
-            raw_hist.merge(&calls.hist);
-        }
-        phase.finish(&summary(&c, "sequential", "calls/s"));
-
-        // Concurrent callers.
-        let phase = progress.phase(&format!("{} concurrent callers", settings.callers));
-        for _ in 0..rounds {
-            let calls = rust.calls(budget, settings.callers).await?;
-            add_calls(&mut c, "concurrent", Impl::Rust, &calls);
-            if let Some(calls) = py_try(&py, &mut skip, &mut notes, "concurrent", |py| {
-                py.calls(budget, settings.callers)
-            })
-            .await
-            {
-                add_calls(&mut c, "concurrent", Impl::Python, &calls);
-            }
-        }
-        phase.finish(&summary(&c, "concurrent", "calls/s"));
-
-        // Casts, counted at the server; raw: a pre-settled link.
-        let phase = progress.phase("casts");
-        for _ in 0..rounds {
-            let d = rust.casts(budget, false).await?;
-            add_delivered(&mut c, "casts", Impl::Rust, &d);
-            if let Some(d) =
-                py_try(&py, &mut skip, &mut notes, "casts", |py| py.casts(budget)).await
-            {
-                add_delivered(&mut c, "casts", Impl::Python, &d);
-            }
-            add_delivered(
-                &mut c,
-                "casts",
-                Impl::Raw,
-                &rawrig.stream(budget, true).await?,
-            );
-        }
-        phase.finish(&summary(&c, "casts", "received/s"));
-
-        // Fanout to K servers.
-        let phase = progress.phase(&format!("fanout to {} servers", settings.fanout));
-        for _ in 0..rounds {
-            add_delivered(
-                &mut c,
-                "fanout",
-                Impl::Rust,
-                &rust.casts(budget, true).await?,
-            );
-            if let Some(d) =
-                py_try(&py, &mut skip, &mut notes, "fanout", |py| py.fanout(budget)).await
-            {
-                add_delivered(&mut c, "fanout", Impl::Python, &d);
-            }
-        }
-        phase.finish(&summary(&c, "fanout", "received/s"));
-
-        // Notifications with N notifiers; raw: an acked link with a window.
-        for n in &settings.notifiers {
-            let key = format!("notify_{n}");
-            let key = key.as_str();
-            let phase = progress.phase(&format!("notifications, {n} notifier(s)"));
-            for _ in 0..rounds {
-                add_delivered(&mut c, key, Impl::Rust, &rust.notify(budget, *n).await?);
-                if let Some(d) =
-                    py_try(&py, &mut skip, &mut notes, key, |py| py.notify(budget, *n)).await
-                {
-                    add_delivered(&mut c, key, Impl::Python, &d);
-                }
-                add_delivered(&mut c, key, Impl::Raw, &rawrig.stream(budget, false).await?);
-            }
-            phase.finish(&summary(&c, key, "received/s"));
-        }
-        Ok(())
-    }
-    .await;
+    let config = driver::Config::from_url(&rust_url)
+        .map_err(|e| BenchError::Usage(format!("--url: {e}")))?;
+    let mut rigs = Rigs::start(req, &config, rust_url).await?;
+    let result = rigs.run_all().await;
     let mut processes = vec![process_use(
-        if started.is_some_and(|s| matches!(s, Started::Embedded(_))) {
+        if req
+            .started
+            .is_some_and(|s| matches!(s, Started::Embedded(_)))
+        {
             "harness (rust driver, raw client, embedded broker)"
         } else {
             "harness (rust driver, raw client)"
         },
         None,
     )];
-    if let Some(py) = &py {
+    if let Some(py) = &rigs.py {
         for (role, pid) in py.processes() {
             processes.push(process_use(role, pid));
         }
     }
+    let product = rigs.raw.product.clone();
+    let python_versions = rigs.py.as_ref().map(|p| p.versions.clone());
+    let Rigs {
+        rust,
+        raw,
+        py,
+        c,
+        rust_hist,
+        py_hist,
+        raw_hist,
+        notes,
+        ..
+    } = rigs;
     rust.stop().await;
-    rawrig.stop().await;
+    raw.stop().await;
     if let Some(py) = py {
         py.stop().await;
     }
     result?;
 
     let mut fleet_points = Vec::new();
-    if !fleet_sizes.is_empty() {
-        let phase = progress.phase("fleet");
+    if !req.fleet_sizes.is_empty() {
+        let phase = req.progress.phase("fleet");
         fleet_points = fleet::run(
             &config,
-            fleet_sizes,
-            args.topics,
-            args.max_transports,
-            || started.and_then(Started::links),
-            progress,
+            req.fleet_sizes,
+            req.args.topics,
+            req.args.max_transports,
+            || req.started.and_then(Started::links),
+            req.progress,
         )
         .await?;
         phase.finish(&format!("{} points", fleet_points.len()));
@@ -771,6 +631,251 @@ async fn run_phases(
         python_versions,
         notes,
     })
+}
+
+/// The three implementations under test (the Rust driver, the raw fe2o3 client, the Python driver
+/// when compared) and what their rounds collected. Each phase method runs its rounds alternating
+/// between them.
+struct Rigs<'a> {
+    req: &'a PhaseRequest<'a>,
+    rust_url: String,
+    rust: measure::RustRig,
+    raw: raw::RawRig,
+    py: Option<python::PyRig>,
+    c: Collector,
+    rust_hist: stats::Hist,
+    py_hist: stats::Hist,
+    raw_hist: stats::Hist,
+    /// Phases the Python driver failed in (not tried again).
+    skip: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl<'a> Rigs<'a> {
+    async fn start(
+        req: &'a PhaseRequest<'a>,
+        config: &driver::Config,
+        rust_url: String,
+    ) -> Result<Rigs<'a>, BenchError> {
+        let payload = match json!({ "data": "x".repeat(req.args.size) }) {
+            Value::Object(m) => m,
+            _ => driver::Map::new(),
+        };
+        let mut notes = Vec::new();
+        let phase = req.progress.phase("setting up");
+        let raw = raw::RawRig::start(config, req.args.size).await?;
+        let rust = measure::RustRig::start(&rust_url, payload, req.settings.fanout).await?;
+        let py = if req.settings.compare_python {
+            match python::PyRig::start(req.url, req.args.size, req.settings.fanout).await {
+                Ok(p) => Some(p),
+                Err(e @ BenchError::Python(_)) => return Err(e),
+                Err(e) => {
+                    notes.push(format!(
+                        "python driver: not measured through this broker: {e}"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        phase.finish(&format!(
+            "broker {} {}",
+            raw.product.product.as_deref().unwrap_or("?"),
+            raw.product.version.as_deref().unwrap_or("?")
+        ));
+        Ok(Rigs {
+            req,
+            rust_url,
+            rust,
+            raw,
+            py,
+            c: Collector::default(),
+            rust_hist: stats::Hist::new(),
+            py_hist: stats::Hist::new(),
+            raw_hist: stats::Hist::new(),
+            skip: Vec::new(),
+            notes,
+        })
+    }
+
+    async fn run_all(&mut self) -> Result<(), BenchError> {
+        self.ready().await?;
+        self.sequential().await?;
+        self.concurrent().await?;
+        self.casts().await?;
+        self.fanout().await?;
+        for n in self.req.settings.notifiers.clone() {
+            self.notifications(n).await?;
+        }
+        Ok(())
+    }
+
+    /// Server start to ready, in this process and as a server process of its own.
+    async fn ready(&mut self) -> Result<(), BenchError> {
+        let phase = self.req.progress.phase("server ready");
+        for r in 0..self.req.settings.rounds {
+            let topic = format!("bench_ready_{r}_{}", uuid::Uuid::new_v4().simple());
+            let ready = self.rust.ready_round(&topic).await?;
+            self.c.add(
+                metric("ready", "transport + server start to ready", "ms", false),
+                Impl::Rust,
+                ready.total_ms,
+                serde_json::to_value(&ready).unwrap_or(Value::Null),
+            );
+            if let Some(p) = measure::server_process(&self.rust_url, &format!("{topic}_p")).await? {
+                add_process_ready(&mut self.c, Impl::Rust, &p);
+            }
+            let py_topic = format!("{topic}_py");
+            if let Some(p) = py_try(&self.py, &mut self.skip, &mut self.notes, "ready", |py| {
+                py.ready_round(&py_topic)
+            })
+            .await
+            {
+                self.c.add(
+                    metric("ready", "transport + server start to ready", "ms", false),
+                    Impl::Python,
+                    p.ready_ms,
+                    Value::Null,
+                );
+                add_process_ready(&mut self.c, Impl::Python, &p);
+            }
+        }
+        phase.finish(&summary(
+            &self.c,
+            "ready",
+            "transport + server start to ready",
+        ));
+        Ok(())
+    }
+
+    /// One caller, one call at a time; raw: request/reply on a link pair.
+    async fn sequential(&mut self) -> Result<(), BenchError> {
+        let budget = self.req.budget;
+        let phase = self.req.progress.phase("sequential calls");
+        for _ in 0..self.req.settings.rounds {
+            let calls = self.rust.calls(budget, 1).await?;
+            add_calls(&mut self.c, "sequential", Impl::Rust, &calls);
+            self.rust_hist.merge(&calls.hist);
+            if let Some(calls) = py_try(
+                &self.py,
+                &mut self.skip,
+                &mut self.notes,
+                "sequential",
+                |py| py.calls(budget, 1),
+            )
+            .await
+            {
+                add_calls(&mut self.c, "sequential", Impl::Python, &calls);
+                self.py_hist.merge(&calls.hist);
+            }
+            let (n, secs, hist) = self.raw.request_reply(budget).await?;
+            let calls = measure::Calls {
+                calls: n,
+                seconds: secs,
+                hist,
+            };
+            add_calls(&mut self.c, "sequential", Impl::Raw, &calls);
+            self.raw_hist.merge(&calls.hist);
+        }
+        phase.finish(&summary(&self.c, "sequential", "calls/s"));
+        Ok(())
+    }
+
+    /// C callers sharing one client transport.
+    async fn concurrent(&mut self) -> Result<(), BenchError> {
+        let (budget, callers) = (self.req.budget, self.req.settings.callers);
+        let phase = self
+            .req
+            .progress
+            .phase(&format!("{callers} concurrent callers"));
+        for _ in 0..self.req.settings.rounds {
+            let calls = self.rust.calls(budget, callers).await?;
+            add_calls(&mut self.c, "concurrent", Impl::Rust, &calls);
+            if let Some(calls) = py_try(
+                &self.py,
+                &mut self.skip,
+                &mut self.notes,
+                "concurrent",
+                |py| py.calls(budget, callers),
+            )
+            .await
+            {
+                add_calls(&mut self.c, "concurrent", Impl::Python, &calls);
+            }
+        }
+        phase.finish(&summary(&self.c, "concurrent", "calls/s"));
+        Ok(())
+    }
+
+    /// Casts, counted at the server; raw: a pre-settled link.
+    async fn casts(&mut self) -> Result<(), BenchError> {
+        let budget = self.req.budget;
+        let phase = self.req.progress.phase("casts");
+        for _ in 0..self.req.settings.rounds {
+            let d = self.rust.casts(budget, false).await?;
+            add_delivered(&mut self.c, "casts", Impl::Rust, &d);
+            if let Some(d) = py_try(&self.py, &mut self.skip, &mut self.notes, "casts", |py| {
+                py.casts(budget)
+            })
+            .await
+            {
+                add_delivered(&mut self.c, "casts", Impl::Python, &d);
+            }
+            let d = self.raw.stream(budget, true).await?;
+            add_delivered(&mut self.c, "casts", Impl::Raw, &d);
+        }
+        phase.finish(&summary(&self.c, "casts", "received/s"));
+        Ok(())
+    }
+
+    /// Fanout to K servers, counted at every server.
+    async fn fanout(&mut self) -> Result<(), BenchError> {
+        let budget = self.req.budget;
+        let phase = self
+            .req
+            .progress
+            .phase(&format!("fanout to {} servers", self.req.settings.fanout));
+        for _ in 0..self.req.settings.rounds {
+            let d = self.rust.casts(budget, true).await?;
+            add_delivered(&mut self.c, "fanout", Impl::Rust, &d);
+            if let Some(d) = py_try(&self.py, &mut self.skip, &mut self.notes, "fanout", |py| {
+                py.fanout(budget)
+            })
+            .await
+            {
+                add_delivered(&mut self.c, "fanout", Impl::Python, &d);
+            }
+        }
+        phase.finish(&summary(&self.c, "fanout", "received/s"));
+        Ok(())
+    }
+
+    /// Notifications from `n` concurrent notifiers; raw: an acked link with a window.
+    async fn notifications(&mut self, n: u64) -> Result<(), BenchError> {
+        let budget = self.req.budget;
+        let key = format!("notify_{n}");
+        let key = key.as_str();
+        let phase = self
+            .req
+            .progress
+            .phase(&format!("notifications, {n} notifier(s)"));
+        for _ in 0..self.req.settings.rounds {
+            let d = self.rust.notify(budget, n).await?;
+            add_delivered(&mut self.c, key, Impl::Rust, &d);
+            if let Some(d) = py_try(&self.py, &mut self.skip, &mut self.notes, key, |py| {
+                py.notify(budget, n)
+            })
+            .await
+            {
+                add_delivered(&mut self.c, key, Impl::Python, &d);
+            }
+            let d = self.raw.stream(budget, false).await?;
+            add_delivered(&mut self.c, key, Impl::Raw, &d);
+        }
+        phase.finish(&summary(&self.c, key, "received/s"));
+        Ok(())
+    }
 }
 
 /// Runs a Python round unless the phase already failed for Python; a failure is noted (the Python

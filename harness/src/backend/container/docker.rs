@@ -211,18 +211,20 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// Removes containers labelled `amqp1-rig=1` whose owning harness process no longer exists (left behind
-/// by a `kill -9`). With `all`, removes every `amqp1-rig` container regardless of owner. Returns how many
-/// were removed.
+/// by a `kill -9`). With `all`, removes every container a harness started, whoever owns it. Only
+/// containers with an owner label are touched: images carry `amqp1-rig=1` too, so a `docker build`'s
+/// intermediate container or a container someone ran by hand from one of them has the label but no
+/// owner, and is never the harness's to remove. Returns how many were removed.
 pub async fn reap_orphans_async(all: bool) -> Result<usize, DockerUnavailable> {
     let ids: Vec<String> = labelled_containers()
         .await?
         .into_iter()
-        .filter(|(_, owner)| {
-            all || match owner.as_deref().and_then(|o| o.parse::<i32>().ok()) {
-                Some(pid) => !process_alive(pid),
-                None => true,
-            }
-        })
+        .filter(
+            |(_, owner)| match owner.as_deref().and_then(|o| o.parse::<i32>().ok()) {
+                Some(pid) => all || !process_alive(pid),
+                None => false,
+            },
+        )
         .map(|(id, _)| id)
         .collect();
     Ok(remove(&ids).await)
