@@ -56,6 +56,8 @@ impl Retry {
 
 /// Sends one message (rebuilt by `make` for every attempt) until the broker
 /// accepts it, the retries run out or the deadline passes.
+/// The retry loop and its outcomes (accepted, released, rejected, modified, link lost, deadline) in
+/// one place, as the Python driver's send path has them.
 pub(crate) async fn deliver(
     shared: &Shared,
     deadline: Instant,

@@ -552,6 +552,8 @@ async fn qmf_queues(target: &Target) -> Result<Json, String> {
     result
 }
 
+/// One `$management` QUERY of `router.address` and the rows turned into the embedded counters'
+/// shape (request, answer checks, row parsing in one place).
 async fn router_addresses(target: &Target) -> Result<Json, String> {
     let mut x = Exchange::open(target, "$management").await?;
     const ATTRS: [&str; 5] = [

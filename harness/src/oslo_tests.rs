@@ -342,6 +342,8 @@ struct Child<'a> {
 }
 
 /// Runs one runner process: the module's tests, or only the ids in `only`; results go into `run`.
+/// Long for one reason: the process's start, its result stream and its end (deadline, exit, stderr
+/// tail) decide together what the [`ChildEnd`] says.
 async fn run_child(child: &Child<'_>, only: Option<&[String]>, run: &mut ModuleRun) -> ChildEnd {
     let Child {
         setup,

@@ -128,6 +128,8 @@ impl Engine {
 
     /// Attaches the links of subscription `id` on the current connection and
     /// answers `done` (if given) once all are attached or one is refused.
+    /// Long because every link of a subscription is attached, checked and registered in the same
+    /// pass, so that one refused link answers `done` once with the broker's words.
     pub(super) async fn attach_sub(&mut self, id: u64, done: Option<SubDone>) {
         let Some(conn) = self.conn.as_mut() else {
             if let Some(d) = done {

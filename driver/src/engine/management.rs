@@ -187,6 +187,8 @@ impl Management {
         }
     }
 
+    /// Header, Open, Begin and the attach of the request/response link pair on the companion
+    /// connection, each awaited with the same deadline: one exchange with the broker, kept in order.
     async fn handshake(cfg: &Config, host: &HostSpec) -> Result<Management, String> {
         let io = dial(cfg, host).await.map_err(|e| e.to_string())?;
         let mut m = Management {

@@ -171,6 +171,8 @@ fn parse_link_route(v: &str) -> Result<(String, u16, String), String> {
 }
 
 /// The tera context for `spec`'s templates at `layout`. Passwords are included as given.
+/// Every variable the broker templates read, in one place (listeners, users, TLS, per-kind
+/// settings, overrides), so a template author finds them all here.
 pub fn template_context(
     spec: &BrokerSpec,
     layout: &NodeLayout,

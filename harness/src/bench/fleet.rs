@@ -104,6 +104,8 @@ fn connect_err(e: driver::ConnectError) -> BenchError {
     BenchError::Connect(e.to_string())
 }
 
+/// One fleet size: bring `n` servers up (on one shared transport, or one each), count links and
+/// memory, call random servers, fan out to all, stop: one measurement, kept in its order.
 async fn point(
     config: &Config,
     n: u64,

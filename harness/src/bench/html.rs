@@ -229,6 +229,8 @@ fn throughput_rows(report: &Report) -> Vec<&Row> {
         .collect()
 }
 
+/// Throughput bars, Rust vs Python vs raw, with round ranges as whiskers: one SVG drawn in one pass
+/// (axes, then a group of bars per workload), kept whole so the coordinates stay readable together.
 fn throughput_bars(report: &Report) -> String {
     let rows = throughput_rows(report);
     let impls = [Impl::Rust, Impl::Python, Impl::Raw];
@@ -460,7 +462,8 @@ fn ratio(r: Option<super::report::Ratio>) -> String {
     }
 }
 
-/// The page.
+/// The page, written top to bottom as it reads (head and style, broker and machine, the comparison
+/// table, then each chart): long, but one linear template is easier to follow than fragments.
 pub fn render(report: &Report) -> String {
     let b = &report.broker;
     let m = &report.machine;

@@ -356,6 +356,7 @@ async fn start_broker(
 }
 
 /// Runs the benchmark; prints the tables on stdout and writes `--json` / `--html`.
+/// The command in order: arguments, machine, broker, phases, report, outputs.
 pub async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
     // Validate everything before starting anything.
     if let Some(url) = &args.url {

@@ -343,6 +343,8 @@ impl RawRig {
 
     /// A one-way stream on a fresh pair of links, counted at the receiver. `settled`: pre-settled,
     /// else unsettled with at most [`ACKED_WINDOW`] in flight, the receiver accepting each.
+    /// The sender and receiver run side by side in this one function so the round's timing covers
+    /// exactly the first send to the last arrival.
     pub async fn stream(&mut self, budget: Budget, settled: bool) -> Result<Delivered, BenchError> {
         // Fresh connections per round: each round starts from the same state.
         let address = self.addresses[2].clone();

@@ -160,6 +160,9 @@ fn redact_diagnostic(d: Diagnostic, secrets: &[String]) -> Diagnostic {
 }
 
 /// Parses and validates scenario `text` named `file`.
+/// The loading pipeline in order (size and nesting bounds, variables, the duplicate-key scan, serde,
+/// validation), each stage's diagnostics mapped back to the file: kept in one place so the order of
+/// the stages is visible.
 pub fn parse_str(
     file: &str,
     default_name: &str,
@@ -354,6 +357,8 @@ fn whole_number_bound(path: &str) -> String {
 }
 
 /// Turns a serde_yaml error into a diagnostic with a location, an expectation and a suggestion.
+/// One match over the shapes of serde_yaml's messages (unknown field, unknown variant, wrong type,
+/// missing field, ...): long because each shape gets its own wording and suggestion.
 pub fn serde_diagnostic(e: &serde_yaml::Error, source: &str, locator: &Locator) -> Diagnostic {
     let loc = e.location().map(|l| Span {
         line: l.line(),

@@ -1235,8 +1235,14 @@ fn broker_fault(
         );
         return None;
     }
+    let op = broker_fault_op(v, p, x)?;
+    Some(BrokerFault { node, op })
+}
+
+/// The one fault a `broker_fault` step names, with its defaults and bounds checked.
+fn broker_fault_op(v: &mut V<'_>, p: &str, x: &model::BrokerFaultStep) -> Option<BrokerFaultOp> {
     let max = limits::MAX_REPEAT;
-    let op = if let Some(c) = &x.close_links {
+    Some(if let Some(c) = &x.close_links {
         let q = format!("{p}.close_links");
         let address = address_pattern(v, &format!("{q}.address"), &c.address);
         let times = v.count(&format!("{q}.times"), "times", c.times.unwrap_or(1), 1, max);
@@ -1308,6 +1314,5 @@ fn broker_fault(
         }
     } else {
         BrokerFaultOp::Clear
-    };
-    Some(BrokerFault { node, op })
+    })
 }

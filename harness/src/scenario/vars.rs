@@ -309,6 +309,9 @@ fn resolve_one(
 
 /// Substitutes `{{ name }}` in `text`, outside YAML comments. Undefined names give a diagnostic each
 /// (positions refer to `text`). The map points positions of the result back into `text`.
+///
+/// One scanner over the text (comments, quotes, `{{ }}`), keeping the position map as it goes: its
+/// states are easier to check together than split.
 pub fn substitute(
     text: &str,
     vars: &BTreeMap<String, String>,

@@ -107,6 +107,8 @@ fn push_log(buf: &Mutex<String>, text: &str) {
 }
 
 impl ContainerNode {
+    /// Creates, configures (rendered files copied in), starts and waits for one container, removing
+    /// it on every failure on the way: the steps share that cleanup, so they stay in one function.
     pub(crate) async fn start(
         spec: &BrokerSpec,
         s: NodeStart,
