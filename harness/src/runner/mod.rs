@@ -101,6 +101,24 @@ fn empty_report(plan: &RunPlan) -> ScenarioReport {
     }
 }
 
+/// Why a scenario with `broker_fault:` steps cannot run on `plan`'s broker: those faults are the
+/// embedded broker's own controls, reachable only when it runs in this process (no real broker and no
+/// `harness broker serve` process offers them).
+fn broker_faults_unavailable(plan: &RunPlan) -> Option<String> {
+    let uses = plan
+        .scenario
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, crate::scenario::StepKind::BrokerFault(_)));
+    if !uses || plan.backend() == Some(crate::backend::BackendKind::Embedded) {
+        return None;
+    }
+    Some(format!(
+        "needs broker-faults (the embedded broker's fault controls, in process; {} has none)",
+        plan.label
+    ))
+}
+
 /// Runs `plan` and returns its report (transcript redacted, snapshot not yet checked).
 pub async fn run(plan: &RunPlan, reporter: &dyn Reporter) -> ScenarioReport {
     let started = Instant::now();
@@ -118,6 +136,10 @@ pub async fn run(plan: &RunPlan, reporter: &dyn Reporter) -> ScenarioReport {
             c.as_str(),
             plan.identity.describe()
         ));
+        return report;
+    }
+    if let Some(why) = broker_faults_unavailable(plan) {
+        report.not_applicable = Some(why);
         return report;
     }
     reporter.event(&RunEvent::ScenarioStarted {
