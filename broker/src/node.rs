@@ -400,6 +400,7 @@ impl Node {
                     return;
                 }
                 // Closed in between: the message was dropped with it; count it.
+                tracing::warn!(node = %self.name, "a message handed to a closed consumer was dropped");
                 self.stats.drop_enqueued(1);
                 return;
             }

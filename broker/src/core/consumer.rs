@@ -76,7 +76,7 @@ pub(super) async fn run(
     node: Arc<Node>,
     close_rx: mpsc::UnboundedReceiver<definitions::Error>,
 ) {
-    node.link_attached();
+    let node = core.attach_link(node);
     let feed = if node.kind == NodeKind::Queue {
         Feed::Queue(node.add_queue_consumer())
     } else {
@@ -366,10 +366,11 @@ impl Consumer<'_> {
             give_back(&node, Some(item), None);
         }
         release_feed(&node, &feed);
-        let unused = node.link_detached();
-        if node.temporary || (unused && node.removable_when_unused()) {
+        let removed = core.detach_link(&node, |unused| {
+            node.temporary || (unused && node.removable_when_unused())
+        });
+        if removed {
             node.drain();
-            core.remove_node(&node);
         }
     }
 }

@@ -288,6 +288,36 @@ impl Core {
         lock(&self.nodes).get(name).cloned()
     }
 
+    /// Counts a new link on `node` and returns the node the link must use: the one registered
+    /// under its name. The link was resolved before its attach handshake; if the last link of that
+    /// node detached meanwhile and removed it, the name is registered again (or the node another
+    /// link created under it is used), so a consumer and a producer of one address never end up on
+    /// two different nodes. Counting and removal both happen under the node map's lock.
+    pub(crate) fn attach_link(&self, node: Arc<Node>) -> Arc<Node> {
+        let mut nodes = lock(&self.nodes);
+        let n = if node.management.is_some() {
+            node
+        } else {
+            nodes.entry(node.name.clone()).or_insert(node).clone()
+        };
+        n.link_attached();
+        n
+    }
+
+    /// Uncounts a link of `node`; removes the node when `remove(unused)` says so (`unused`: no link
+    /// uses it any more). Returns whether it was removed.
+    pub(crate) fn detach_link(&self, node: &Arc<Node>, remove: impl FnOnce(bool) -> bool) -> bool {
+        let mut nodes = lock(&self.nodes);
+        let unused = node.link_detached();
+        if !remove(unused) {
+            return false;
+        }
+        if nodes.get(&node.name).is_some_and(|n| Arc::ptr_eq(n, node)) {
+            nodes.remove(&node.name);
+        }
+        true
+    }
+
     fn remove_node(&self, node: &Arc<Node>) {
         let mut nodes = lock(&self.nodes);
         if nodes.get(&node.name).is_some_and(|n| Arc::ptr_eq(n, node)) {

@@ -83,8 +83,8 @@ pub(super) async fn run(
     link: LinkStart,
     close_rx: mpsc::UnboundedReceiver<definitions::Error>,
 ) {
+    let node = node.map(|n| core.attach_link(n));
     if let Some(n) = &node {
-        n.link_attached();
         inc(&n.stats.producers);
     }
     let mut p = Producer {
@@ -112,9 +112,7 @@ pub(super) async fn run(
     }
     if let Some(n) = &node {
         dec(&n.stats.producers);
-        if n.link_detached() && n.removable_when_unused() {
-            core.remove_node(n);
-        }
+        core.detach_link(n, |unused| unused && n.removable_when_unused());
     }
 }
 

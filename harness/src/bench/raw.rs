@@ -226,6 +226,11 @@ pub struct RawRig {
     pub product: PeerProduct,
 }
 
+/// How long an acked stream waits for the broker's outcome of one delivery.
+const OUTCOME_WAIT: Duration = Duration::from_secs(10);
+/// How long closing a link, a session or a connection may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 impl std::fmt::Debug for RawRig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawRig")
@@ -346,8 +351,13 @@ impl RawRig {
     /// The sender and receiver run side by side in this one function so the round's timing covers
     /// exactly the first send to the last arrival.
     pub async fn stream(&mut self, budget: Budget, settled: bool) -> Result<Delivered, BenchError> {
-        // Fresh connections per round: each round starts from the same state.
-        let address = self.addresses[2].clone();
+        // Fresh connections and a fresh address (the server name is the address's last part in
+        // every addressing mode) per round: each round starts from the same state.
+        let address = format!(
+            "{}-{}",
+            self.addresses[2],
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let (mut rx_conn, _) = connect(&self.config, "stream-rx").await?;
         let (mut tx_conn, _) = connect(&self.config, "stream-tx").await?;
         let mut rx = receiver(&mut rx_conn.session, &address).await?;
@@ -388,7 +398,14 @@ impl RawRig {
                         window.push_back(fut);
                         if window.len() >= ACKED_WINDOW {
                             if let Some(f) = window.pop_front() {
-                                let _ = f.await;
+                                if tokio::time::timeout(OUTCOME_WAIT, f).await.is_err() {
+                                    failure = Some(format!(
+                                        "raw acked stream: no outcome from the broker within {} s \
+                                         (after {sent} sent)",
+                                        OUTCOME_WAIT.as_secs()
+                                    ));
+                                    break;
+                                }
                             }
                         }
                     }
@@ -400,8 +417,14 @@ impl RawRig {
             }
             sent += 1;
         }
-        for f in window {
-            let _ = f.await;
+        if failure.is_none() {
+            let outcomes = futures::future::join_all(window);
+            if tokio::time::timeout(OUTCOME_WAIT, outcomes).await.is_err() {
+                failure = Some(format!(
+                    "raw acked stream: outcomes missing {} s after the last send",
+                    OUTCOME_WAIT.as_secs()
+                ));
+            }
         }
         let send_seconds = start.elapsed().as_secs_f64();
         let drain_cap = Instant::now() + Duration::from_secs(10);
@@ -417,10 +440,10 @@ impl RawRig {
         }
         stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), counter).await;
-        let _ = tx.close().await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, tx.close()).await;
         for mut c in [rx_conn, tx_conn] {
-            let _ = c.session.end().await;
-            let _ = c.conn.close().await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, c.session.end()).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, c.conn.close()).await;
         }
         if let Some(f) = failure {
             return Err(BenchError::Driver(f));

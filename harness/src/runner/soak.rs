@@ -134,7 +134,12 @@ pub async fn soak(
         _ => None,
     };
     if out.lost() > 0 {
-        problems.push(format!("{} acknowledged notifications lost", out.lost()));
+        let seqs: Vec<String> = out.lost_seqs.iter().map(u64::to_string).collect();
+        problems.push(format!(
+            "{} acknowledged notifications lost (sequence numbers {})",
+            out.lost(),
+            seqs.join(", ")
+        ));
     }
     if out.hung() > 0 {
         problems.push(format!("{} operations hung", out.hung()));

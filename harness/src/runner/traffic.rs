@@ -339,6 +339,8 @@ pub struct Outcome {
     pub casts: Option<(Tally, u64)>,
     /// Notifications, and how many of the acknowledged ones arrived.
     pub notifications: Option<(Tally, u64)>,
+    /// Sequence numbers of the first acknowledged notifications that never arrived (at most 20).
+    pub lost_seqs: Vec<u64>,
 }
 
 impl Outcome {
@@ -433,7 +435,19 @@ pub async fn stop(name: &str, r: Running, log: &TrafficLog, drain: Duration) -> 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let lost_seqs = notes
+        .as_ref()
+        .map(|t| {
+            let got = log.received(name, Kind::Notification);
+            t.ok_seqs
+                .iter()
+                .filter(|s| !got.contains(*s))
+                .take(20)
+                .collect()
+        })
+        .unwrap_or_default();
     Outcome {
+        lost_seqs,
         calls,
         casts: casts.map(|t| {
             let got = arrived(Kind::Cast, &t);
