@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor};
+
+/// The channel-max the broker offers (sessions per connection, minus one).
+const CHANNEL_MAX: u16 = 0x7fff;
 use fe2o3_amqp::types::definitions::Fields;
 use fe2o3_amqp::types::messaging::{Source, Target};
 use fe2o3_amqp::types::primitives::{Symbol, Value};
@@ -195,8 +198,12 @@ impl Core {
             .clone()
             .unwrap_or_else(|| default_container_id(flavour));
         let make_builder = || {
+            // Proton-based brokers (qpidd, qdrouterd) offer channel-max 0x7fff, as the oslo driver
+            // does; each link has a session of its own, so fe2o3's default of 255 would cap a
+            // connection at 85 RPC servers.
             let b = ConnectionAcceptor::builder()
                 .container_id(container_id.clone())
+                .channel_max(CHANNEL_MAX)
                 .properties(open_properties(flavour));
             if flavour != Flavour::Rabbitmq3 {
                 b.add_offered_capabilities("ANONYMOUS-RELAY")
