@@ -84,6 +84,14 @@ pub struct Env {
 }
 
 impl Env {
+    /// What the broker said it is in its Open frame (product and version), when it said anything.
+    pub fn peer_identity(&self) -> Option<crate::brokers::Identity> {
+        let info = self.client.connection_info()?;
+        let id =
+            crate::brokers::Identity::from_open(info.product.as_deref(), info.version.as_deref());
+        id.product.is_some().then_some(id)
+    }
+
     /// The RPC transport URL clients use (credentials included: never print it).
     pub fn url(&self) -> &TransportUrl {
         &self.conn.url

@@ -220,10 +220,16 @@ async fn run_steps(
 ) {
     let rpc_timeout = std::time::Duration::from_secs(plan.client.rpc_response_timeout);
     let mut traffic = std::collections::BTreeMap::new();
+    // A broker reached by `--url` is what its Open frame says, not what the scenario assumed (known
+    // failures and management protocols follow the real product); a started broker is known already.
+    let refined = match plan.broker {
+        crate::plan::Placement::External(_) => env.peer_identity(),
+        crate::plan::Placement::Managed { .. } => None,
+    };
     let mut ctx = steps::StepCtx {
         env,
         brokers,
-        identity: &plan.identity,
+        identity: refined.as_ref().unwrap_or(&plan.identity),
         transcript,
         traffic: &mut traffic,
     };
