@@ -116,12 +116,14 @@ impl Backlog {
     /// backlog passed `drop_threshold` (router behaviour), or `None` when closed (the
     /// message is then dropped, and with it its reply channel: the producer sees `released`).
     fn push(&self, item: Stored, drop_threshold: Option<usize>) -> Option<u64> {
-        if self.closed.load(Ordering::Acquire) {
-            return None;
-        }
         let mut dropped = 0;
         {
+            // `closed` is checked under the items lock, which `close` holds while it sets it and
+            // drains: a message is either refused here or drained there, never left behind.
             let mut q = lock(&self.items);
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
             if let Some(threshold) = drop_threshold {
                 if q.len() >= threshold {
                     let before = q.len();
@@ -158,8 +160,9 @@ impl Backlog {
 
     /// Closes the backlog and returns what was left in it.
     pub(crate) fn close(&self) -> Vec<Stored> {
+        let mut q = lock(&self.items);
         self.closed.store(true, Ordering::Release);
-        lock(&self.items).drain(..).collect()
+        q.drain(..).collect()
     }
 }
 
