@@ -480,13 +480,12 @@ async fn read_results(
             continue;
         };
         match line.event.as_str() {
-            "collected" => {
-                // A rerun of the rest collects fewer: the module's count is the first runner's.
-                if collected.is_none() {
-                    progress(Progress::Collected(module, line.tests.len()));
-                    *collected = Some(line.tests);
-                }
+            // A rerun of the rest collects fewer: the module's count is the first runner's.
+            "collected" if collected.is_none() => {
+                progress(Progress::Collected(module, line.tests.len()));
+                *collected = Some(line.tests);
             }
+            "collected" => {}
             "start" => progress(Progress::Started(line.id.as_deref().unwrap_or(""))),
             "result" => {
                 let mut t = result_of(line);

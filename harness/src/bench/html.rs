@@ -156,7 +156,9 @@ fn latency_histogram(report: &Report) -> String {
             .fold(0.0, f64::max)
             .max(lo * 2.0);
         // Fractions, so implementations with different call counts compare.
-        let series: Vec<(Impl, Vec<(f64, f64, f64)>)> = report
+        // (from ms, to ms, fraction) per implementation.
+        type Fractions = Vec<(f64, f64, f64)>;
+        let series: Vec<(Impl, Fractions)> = report
             .latency_histogram
             .iter()
             .map(|(w, b)| {

@@ -464,6 +464,9 @@ pub struct ProcessUse {
     pub cpu_s: Option<f64>,
 }
 
+/// One histogram bucket: `(from ms, to ms, count)`.
+pub type Bucket = (f64, f64, u64);
+
 /// Everything `--json` writes.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -490,7 +493,7 @@ pub struct Report {
     /// Sequential call latency CDFs, all rounds merged: implementation -> `(ms, fraction)`.
     pub latency_cdf: Vec<(Impl, Vec<(f64, f64)>)>,
     /// Sequential call latency histograms, all rounds merged: `(from ms, to ms, count)`.
-    pub latency_histogram: Vec<(Impl, Vec<(f64, f64, u64)>)>,
+    pub latency_histogram: Vec<(Impl, Vec<Bucket>)>,
     /// Memory and CPU per process at the end.
     pub processes: Vec<ProcessUse>,
     /// Fleet scale points (`--servers`).
