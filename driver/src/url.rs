@@ -175,6 +175,16 @@ pub enum UrlError {
         /// 1-based position of the host in the URL.
         index: usize,
     },
+    /// The host name holds characters no host name or address has (controls, spaces, brackets
+    /// outside an IPv6 literal, `@`, `:` outside one). The text is not repeated.
+    #[error(
+        "invalid host name in host number {index}: control characters, spaces, '[', ']' and '@' \
+         are not allowed there (IPv6 addresses go in [brackets])"
+    )]
+    BadHost {
+        /// 1-based position of the host in the URL.
+        index: usize,
+    },
     /// An IPv6 literal is missing its closing `]`.
     #[error("unterminated \"[\" in host number {index} (IPv6 addresses go in [brackets])")]
     UnterminatedBracket {
@@ -339,6 +349,11 @@ fn parse_host(entry: &str, index: usize) -> Result<HostSpec, UrlError> {
         } else {
             return Err(UrlError::TrailingAfterBracket { index });
         };
+        let ipv6_char =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '%' | '-' | '_');
+        if !host.chars().all(ipv6_char) {
+            return Err(UrlError::BadHost { index });
+        }
         (host.to_string(), port)
     } else {
         match hostport.rfind(':') {
@@ -351,6 +366,10 @@ fn parse_host(entry: &str, index: usize) -> Result<HostSpec, UrlError> {
     };
     if host.is_empty() {
         return Err(UrlError::EmptyHost { index });
+    }
+    let bad = |c: char| c.is_control() || c.is_whitespace() || matches!(c, '[' | ']' | '@');
+    if host.chars().any(bad) || (!hostport.starts_with('[') && host.contains(':')) {
+        return Err(UrlError::BadHost { index });
     }
     Ok(HostSpec {
         host,
@@ -649,6 +668,18 @@ mod tests {
         assert_eq!(e("amqp://h1,/"), UrlError::EmptyHost { index: 2 });
         assert_eq!(e("amqp://u:p@:5672/"), UrlError::EmptyHost { index: 1 });
         assert_eq!(e("amqp://[]:5672/"), UrlError::EmptyHost { index: 1 });
+        // Found by fuzzing: a host with a NUL, ']' and ':' was accepted and then displayed as an
+        // IPv6 literal that did not parse back.
+        assert_eq!(
+            e("amqp://nre_Fa%23t0vham\u{0}q0]:]:/a("),
+            UrlError::BadHost { index: 1 }
+        );
+        assert_eq!(e("amqp://a b:5672/"), UrlError::BadHost { index: 1 });
+        assert_eq!(e("amqp://[::1 ]:5672/"), UrlError::BadHost { index: 1 });
+        assert_eq!(
+            p("amqp://[fe80::1%eth0]:5672/").hosts[0].host,
+            "fe80::1%eth0"
+        );
         assert_eq!(
             e("amqp://[::1/"),
             UrlError::UnterminatedBracket { index: 1 }

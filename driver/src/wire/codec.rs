@@ -347,6 +347,9 @@ impl IncomingMessage {
     /// [`OutgoingMessage::encode_sections`].
     pub fn decode_sections(bytes: &[u8]) -> Result<Self, Malformed> {
         use fe2o3_amqp_types::messaging::message::__private::Deserializable;
+        // serde_amqp allocates what a size field declares before it reads the bytes: a peer's
+        // 4-byte size of 1.8 GB in a 200-byte message would be a 1.8 GB allocation.
+        check_sizes(bytes).map_err(|e| Malformed::Amqp(e.to_string()))?;
         let msg: Deserializable<Message<Body<serde_amqp::Value>>> =
             serde_amqp::from_slice(bytes).map_err(|e| Malformed::Amqp(e.to_string()))?;
         Ok(Self::from_amqp(&msg.0))
@@ -608,5 +611,113 @@ mod limit_tests {
         );
         let e = decode_notification(&incoming(IncomingBody::Text(body))).unwrap_err();
         assert!(e.to_string().len() < 200, "{e}");
+    }
+}
+
+/// Checks that every size and count an AMQP encoding declares fits in the bytes that follow it
+/// (what a peer sends must not make the decoder allocate more than it received). Walks the values
+/// with an explicit stack, so nesting costs no recursion.
+pub(crate) fn check_sizes(bytes: &[u8]) -> Result<(), &'static str> {
+    // Each frame: the end of the region being read.
+    let mut ends: Vec<usize> = vec![bytes.len()];
+    let mut pos = 0usize;
+    // Remaining array elements and their constructor: (end, count, code).
+    let mut arrays: Vec<(usize, u32, u8)> = Vec::new();
+    let mut steps = 0usize;
+    loop {
+        steps += 1;
+        if steps > bytes.len() * 2 + 16 {
+            return Err("encoding does not progress");
+        }
+        let end = *ends.last().unwrap_or(&bytes.len());
+        if pos >= end {
+            if pos > end {
+                return Err("a value runs past its container");
+            }
+            if ends.len() == 1 {
+                return Ok(());
+            }
+            ends.pop();
+            continue;
+        }
+        // Inside an array: elements share one constructor and carry none of their own.
+        let code = match arrays.last_mut() {
+            Some((aend, count, code)) if *aend == end => {
+                if *count == 0 {
+                    pos = end;
+                    arrays.pop();
+                    continue;
+                }
+                *count -= 1;
+                *code
+            }
+            _ => {
+                let c = bytes[pos];
+                pos += 1;
+                if c == 0x00 {
+                    // A described value: the descriptor, then the value, both read as values here.
+                    continue;
+                }
+                c
+            }
+        };
+        let need = |pos: usize, n: usize| -> Result<usize, &'static str> {
+            pos.checked_add(n)
+                .filter(|e| *e <= end)
+                .ok_or("a size runs past the end of the message")
+        };
+        let read = |pos: usize, n: usize| -> Result<usize, &'static str> {
+            let e = need(pos, n)?;
+            Ok(bytes[pos..e]
+                .iter()
+                .fold(0usize, |a, b| (a << 8) | *b as usize))
+        };
+        match code >> 4 {
+            0x4 => {}
+            0x5 => pos = need(pos, 1)?,
+            0x6 => pos = need(pos, 2)?,
+            0x7 => pos = need(pos, 4)?,
+            0x8 => pos = need(pos, 8)?,
+            0x9 => pos = need(pos, 16)?,
+            0xa | 0xb => {
+                let w = if code >> 4 == 0xa { 1 } else { 4 };
+                let size = read(pos, w)?;
+                pos = need(pos + w, size)?;
+            }
+            0xc | 0xd | 0xe | 0xf => {
+                let w = if matches!(code >> 4, 0xc | 0xe) { 1 } else { 4 };
+                let size = read(pos, w)?;
+                let body = pos + w;
+                let cend = need(body, size)?;
+                let count = read(body, w)?;
+                if count > size {
+                    return Err("a count larger than its container");
+                }
+                if code >> 4 >= 0xe {
+                    // The element constructor (a described one is not checked further).
+                    let ctor_at = need(body, w)?;
+                    if ctor_at >= cend {
+                        if count == 0 {
+                            pos = cend;
+                            continue;
+                        }
+                        return Err("an array without its element constructor");
+                    }
+                    let ctor = bytes[ctor_at];
+                    if ctor == 0x00 {
+                        pos = cend;
+                        continue;
+                    }
+                    arrays.push((cend, count as u32, ctor));
+                    ends.push(cend);
+                    pos = ctor_at + 1;
+                } else {
+                    ends.push(cend);
+                    pos = body + w;
+                }
+                continue;
+            }
+            _ => return Err("unknown type constructor"),
+        }
     }
 }

@@ -49,6 +49,26 @@ fn decode_bytes(b: &[u8]) -> IncomingMessage {
 }
 
 #[test]
+fn decode_sections_refuses_sizes_past_the_end() {
+    // Found by fuzzing: an amqp-value str32 declaring 1.8 GB in a 20-byte message made the decoder
+    // try to allocate it.
+    let bytes = [
+        0x00, 0x53, 0x70, 0x45, 0x00, 0x53, 0x77, 0xb1, 0x6c, 0xa1, 0x22, 0x6f, b'a', b'b',
+    ];
+    assert!(matches!(
+        IncomingMessage::decode_sections(&bytes),
+        Err(Malformed::Amqp(m)) if m.contains("past the end")
+    ));
+    // A list32 whose count exceeds its bytes, and a sound message beside them.
+    let list = [0x00, 0x53, 0x77, 0xd0, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff];
+    assert!(IncomingMessage::decode_sections(&list).is_err());
+    let ok = [
+        0x00, 0x53, 0x70, 0x45, 0x00, 0x53, 0x77, 0xa1, 0x02, b'{', b'}',
+    ];
+    assert!(IncomingMessage::decode_sections(&ok).is_ok());
+}
+
+#[test]
 fn decode_sections_rejects_garbage() {
     assert!(matches!(
         IncomingMessage::decode_sections(&[0x00, 0x53, 0x73, 0xc0, 0xff]),
