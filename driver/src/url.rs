@@ -240,7 +240,8 @@ const USERINFO: &AsciiSet = &CONTROLS
     .add(b']');
 
 /// Characters escaped in the virtual host when a URL is displayed.
-const VHOST: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#');
+/// (`@` too: the parser refuses a literal one after the hosts, as a sign of an unencoded password.)
+const VHOST: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#').add(b'@');
 
 /// Characters escaped in query keys and values when a URL is displayed.
 const QUERY: &AsciiSet = &CONTROLS
@@ -249,7 +250,8 @@ const QUERY: &AsciiSet = &CONTROLS
     .add(b'&')
     .add(b'=')
     .add(b'+')
-    .add(b'#');
+    .add(b'#')
+    .add(b'@');
 
 fn check_escapes(s: &str, part: &'static str) -> Result<(), UrlError> {
     let b = s.as_bytes();
@@ -675,6 +677,10 @@ mod tests {
             UrlError::BadHost { index: 1 }
         );
         assert_eq!(e("amqp://a b:5672/"), UrlError::BadHost { index: 1 });
+        // Found by fuzzing: a decoded '@' in a query value was shown raw, and the shown URL was
+        // then refused (a literal '@' after the hosts).
+        let u = p("amqp://h/?k=a%40b&v=%00x");
+        assert_eq!(p(u.expose().expose()), u);
         assert_eq!(e("amqp://[::1 ]:5672/"), UrlError::BadHost { index: 1 });
         assert_eq!(
             p("amqp://[fe80::1%eth0]:5672/").hosts[0].host,
