@@ -565,55 +565,6 @@ pub fn decode_notification(
     Ok((ctx, notification, version))
 }
 
-#[cfg(test)]
-mod limit_tests {
-    use super::*;
-
-    fn incoming(body: IncomingBody) -> IncomingMessage {
-        IncomingMessage {
-            to: None,
-            message_id: None,
-            reply_to: None,
-            correlation_id: None,
-            ttl_ms: None,
-            body,
-        }
-    }
-
-    #[test]
-    fn bodies_over_the_limit_are_refused_unparsed() {
-        let max = crate::limits::MAX_BODY_BYTES;
-        let m = incoming(IncomingBody::Text(" ".repeat(max + 1)));
-        assert_eq!(
-            decode_request(&m),
-            Err(Malformed::TooLarge {
-                bytes: max + 1,
-                max
-            })
-        );
-        assert!(matches!(
-            decode_notification(&m),
-            Err(Malformed::TooLarge { .. })
-        ));
-        assert!(matches!(decode_reply(&m), Err(Malformed::TooLarge { .. })));
-    }
-
-    #[test]
-    fn peer_text_in_errors_is_clipped() {
-        let long = "9".repeat(10_000);
-        let body = format!(
-            r#"{{"request": {{"oslo.version": "{long}", "oslo.message": "{{}}"}}, "context": {{}}}}"#
-        );
-        let e = decode_request(&incoming(IncomingBody::Text(body))).unwrap_err();
-        assert!(e.to_string().len() < 200, "{e}");
-        let body = format!(
-            r#"{{"request": {{"event_type": "e", "priority": "{long}"}}, "context": {{}}}}"#
-        );
-        let e = decode_notification(&incoming(IncomingBody::Text(body))).unwrap_err();
-        assert!(e.to_string().len() < 200, "{e}");
-    }
-}
-
 /// Checks that every size and count an AMQP encoding declares fits in the bytes that follow it
 /// (what a peer sends must not make the decoder allocate more than it received). Walks the values
 /// with an explicit stack, so nesting costs no recursion.
@@ -684,7 +635,7 @@ pub(crate) fn check_sizes(bytes: &[u8]) -> Result<(), &'static str> {
                 let size = read(pos, w)?;
                 pos = need(pos + w, size)?;
             }
-            0xc | 0xd | 0xe | 0xf => {
+            0xc..=0xf => {
                 let w = if matches!(code >> 4, 0xc | 0xe) { 1 } else { 4 };
                 let size = read(pos, w)?;
                 let body = pos + w;
@@ -719,5 +670,54 @@ pub(crate) fn check_sizes(bytes: &[u8]) -> Result<(), &'static str> {
             }
             _ => return Err("unknown type constructor"),
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn incoming(body: IncomingBody) -> IncomingMessage {
+        IncomingMessage {
+            to: None,
+            message_id: None,
+            reply_to: None,
+            correlation_id: None,
+            ttl_ms: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_refused_unparsed() {
+        let max = crate::limits::MAX_BODY_BYTES;
+        let m = incoming(IncomingBody::Text(" ".repeat(max + 1)));
+        assert_eq!(
+            decode_request(&m),
+            Err(Malformed::TooLarge {
+                bytes: max + 1,
+                max
+            })
+        );
+        assert!(matches!(
+            decode_notification(&m),
+            Err(Malformed::TooLarge { .. })
+        ));
+        assert!(matches!(decode_reply(&m), Err(Malformed::TooLarge { .. })));
+    }
+
+    #[test]
+    fn peer_text_in_errors_is_clipped() {
+        let long = "9".repeat(10_000);
+        let body = format!(
+            r#"{{"request": {{"oslo.version": "{long}", "oslo.message": "{{}}"}}, "context": {{}}}}"#
+        );
+        let e = decode_request(&incoming(IncomingBody::Text(body))).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
+        let body = format!(
+            r#"{{"request": {{"event_type": "e", "priority": "{long}"}}, "context": {{}}}}"#
+        );
+        let e = decode_notification(&incoming(IncomingBody::Text(body))).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
     }
 }
