@@ -588,6 +588,14 @@ pub(crate) fn check_sizes(bytes: &[u8]) -> Result<(), &'static str> {
             if ends.len() == 1 {
                 return Ok(());
             }
+            if let Some((aend, count, _)) = arrays.last() {
+                if *aend == end {
+                    if *count > 0 {
+                        return Err("array elements run past the array's size");
+                    }
+                    arrays.pop();
+                }
+            }
             ends.pop();
             continue;
         }
@@ -595,8 +603,9 @@ pub(crate) fn check_sizes(bytes: &[u8]) -> Result<(), &'static str> {
         let code = match arrays.last_mut() {
             Some((aend, count, code)) if *aend == end => {
                 if *count == 0 {
-                    pos = end;
-                    arrays.pop();
+                    if pos != end {
+                        return Err("an array's size and its elements disagree");
+                    }
                     continue;
                 }
                 *count -= 1;

@@ -62,6 +62,12 @@ fn decode_sections_refuses_sizes_past_the_end() {
     // A list32 whose count exceeds its bytes, and a sound message beside them.
     let list = [0x00, 0x53, 0x77, 0xd0, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff];
     assert!(IncomingMessage::decode_sections(&list).is_err());
+    // Found by fuzzing: an array8 of size 2 whose one str32 element (and its 2.3 GB size) lies
+    // past the array's end.
+    let array = [
+        0x00, 0x53, 0x77, 0xe0, 0x02, 0x01, 0xb1, 0x8c, 0x2c, 0x73, 0x73, 0x8c, 0x8c,
+    ];
+    assert!(IncomingMessage::decode_sections(&array).is_err());
     let ok = [
         0x00, 0x53, 0x70, 0x45, 0x00, 0x53, 0x77, 0xa1, 0x02, b'{', b'}',
     ];
