@@ -10,16 +10,17 @@ fuzz_target!(|data: &[u8]| {
     };
     match TransportUrl::parse(text) {
         Ok(url) => {
+            // The display does not depend on the passwords: with other passwords it is the same
+            // text. (Searching the text for the password gives false alarms when the scheme or a
+            // user name happens to hold the same characters.)
             let shown = url.to_string();
-            for h in &url.hosts {
-                if let Some(p) = &h.password {
-                    let p = p.expose();
-                    assert!(
-                        p.len() < 4 || !shown.contains(p),
-                        "the password is displayed: {shown}"
-                    );
+            let mut other = url.clone();
+            for h in &mut other.hosts {
+                if h.password.is_some() {
+                    h.password = Some(driver::url::Secret::new("a-different-password"));
                 }
             }
+            assert_eq!(other.to_string(), shown, "the display depends on a password");
             // The URL with its passwords parses back to the same URL.
             let again = TransportUrl::parse(url.expose().expose()).expect("round trip parses");
             assert_eq!(again, url, "round trip");
