@@ -23,6 +23,21 @@ pub enum SnapshotMode {
     Skip,
 }
 
+/// Prints an invalid scenario's diagnostics and reports it (exit 3) with its first message.
+fn invalid_report(file: &Path, inv: &scenario::Invalid) -> ScenarioReport {
+    eprint!("{}", inv.render());
+    let first = inv
+        .diagnostics
+        .first()
+        .map(|d| d.message.clone())
+        .unwrap_or_default();
+    error_report(
+        file,
+        exit_code::SCENARIO_INVALID,
+        format!("invalid scenario: {first}"),
+    )
+}
+
 /// A report for a scenario that could not run at all.
 pub fn error_report(file: &Path, code: i32, error: String) -> ScenarioReport {
     ScenarioReport {
@@ -51,19 +66,7 @@ pub fn load_and_plan(
 ) -> Result<RunPlan, Box<ScenarioReport>> {
     let loaded = match scenario::load_file(file, env, vars) {
         Ok(l) => l,
-        Err(LoadError::Invalid(inv)) => {
-            eprint!("{}", inv.render());
-            let first = inv
-                .diagnostics
-                .first()
-                .map(|d| d.message.clone())
-                .unwrap_or_default();
-            return Err(Box::new(error_report(
-                file,
-                exit_code::SCENARIO_INVALID,
-                format!("invalid scenario: {first}"),
-            )));
-        }
+        Err(LoadError::Invalid(inv)) => return Err(Box::new(invalid_report(file, &inv))),
         Err(e) => {
             eprintln!("error: {e}");
             return Err(Box::new(error_report(
@@ -74,17 +77,7 @@ pub fn load_and_plan(
         }
     };
     if let Err(inv) = super::check_service_configs(&loaded, templates) {
-        eprint!("{}", inv.render());
-        let first = inv
-            .diagnostics
-            .first()
-            .map(|d| d.message.clone())
-            .unwrap_or_default();
-        return Err(Box::new(error_report(
-            file,
-            exit_code::SCENARIO_INVALID,
-            format!("invalid scenario: {first}"),
-        )));
+        return Err(Box::new(invalid_report(file, &inv)));
     }
     plan::plan(&loaded, overrides, templates).map_err(|e| {
         eprintln!("error: {}: {e}", file.display());
