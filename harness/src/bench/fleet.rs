@@ -2,13 +2,11 @@
 //! transport per server: time to bring the fleet up, memory per server, the broker's link count, call
 //! latency to a random server and the time one fanout takes to reach every server of a topic.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driver::{Config, Dispatcher, Endpoint, Map, RpcClient, RpcServer, Target, Transport};
+use driver::{Config, Map, RpcClient, RpcServer, Target, Transport};
 use futures::future::join_all;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::measure::{ms, Arrivals, CALL_TIMEOUT};
 use super::progress::Progress;
@@ -53,17 +51,6 @@ pub struct FleetPoint {
     pub fanout_servers: u64,
     /// Whether every fanout reached every one of them.
     pub fanout_all_arrived: bool,
-}
-
-fn dispatcher(counter: Arc<Arrivals>) -> Dispatcher {
-    Dispatcher::new().endpoint(
-        Endpoint::new()
-            .method("echo", |_ctx, args| async move { Ok(Value::Object(args)) })
-            .method("count", move |_ctx, _args| {
-                counter.hit();
-                async move { Ok(Value::Null) }
-            }),
-    )
 }
 
 /// Measures every size in `sizes` on one transport, and on one transport per server up to
@@ -135,7 +122,7 @@ async fn point(
         let shared = shared.clone();
         let config = config.clone();
         let target = Target::topic(topic(i)).with_server(format!("s{i}"));
-        let d = dispatcher(arrivals.clone());
+        let d = super::measure::echo_dispatcher(arrivals.clone());
         async move {
             let (t, own) = match shared {
                 Some(t) => (t, false),

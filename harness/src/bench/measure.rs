@@ -188,7 +188,8 @@ pub struct Ready {
     pub total_ms: f64,
 }
 
-fn echo_dispatcher(counter: Arc<Arrivals>) -> Dispatcher {
+/// `echo` answers its arguments, `count` counts arrivals (casts and fanouts).
+pub(super) fn echo_dispatcher(counter: Arc<Arrivals>) -> Dispatcher {
     Dispatcher::new().endpoint(
         Endpoint::new()
             .method("echo", |_ctx, args| async move { Ok(Value::Object(args)) })
